@@ -1,0 +1,348 @@
+"""UnitManager against a real systemd in a sandbox, and the sandbox itself."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from licensed.errors import UnitControlError
+from licensed.units import UnitManager, UnitStatus
+from tests.harness.prereq import require
+from tests.harness.systemd import SandboxedSystemd, SandboxFactory, prerequisites
+
+pytest_plugins = ["tests.harness.fixtures_systemd"]
+pytestmark = pytest.mark.systemd
+
+SMD = "assistant-smd.service"
+CORE = "assistant-core.service"
+SFB = "assistant-core-sfb.service"
+MISSING = "assistant-nonexistent.service"
+
+
+@pytest.fixture
+def units(systemd_sandbox: SandboxedSystemd) -> Iterator[UnitManager]:
+    manager = UnitManager(systemd_sandbox.bus_address, job_timeout=10.0)
+    yield manager
+    manager.close()
+
+
+def fail_inside_a_sandbox(leftovers: list[Path]) -> None:
+    with SandboxedSystemd() as sandbox:
+        leftovers += [Path(f"/proc/{sandbox.pid}"), sandbox.cgroup]
+        raise RuntimeError("test body failed")
+
+
+def main_pid(sandbox: SandboxedSystemd, unit: str) -> str:
+    return sandbox.systemctl("show", "--value", "-p", "MainPID", unit).stdout.strip()
+
+
+# -- status -------------------------------------------------------------------------
+
+
+def test_status_of_a_running_unit_is_loaded_and_active(units: UnitManager) -> None:
+    """If a unit runs, status() reports it loaded, active and running."""
+    status = units.status(SMD)
+
+    assert status == UnitStatus(SMD, load_state="loaded", active_state="active")
+    assert status.running
+    assert not status.masked
+
+
+def test_status_of_a_stopped_unit_is_inactive(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If a unit was stopped, status() reports it inactive and not running."""
+    systemd_sandbox.systemctl("stop", SMD)
+
+    status = units.status(SMD)
+
+    assert status.active_state == "inactive"
+    assert not status.running
+
+
+def test_status_of_a_missing_unit_is_not_found(units: UnitManager) -> None:
+    """If no unit file exists, status() reports not-found instead of raising."""
+    status = units.status(MISSING)
+
+    assert status == UnitStatus(
+        MISSING, load_state="not-found", active_state="inactive"
+    )
+
+
+def test_manager_takes_the_bus_address_from_the_environment(
+    systemd_sandbox: SandboxedSystemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If no address is given, DBUS_SYSTEM_BUS_ADDRESS is used."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", systemd_sandbox.bus_address)
+
+    with UnitManager() as manager:
+        status = manager.status(CORE)
+
+    assert status.running
+
+
+# -- stop_and_mask / unmask_and_start -----------------------------------------------
+
+
+def test_stop_and_mask_stops_the_unit_and_blocks_a_later_start(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If SMD is stopped and masked, it is inactive and systemctl cannot start it."""
+    units.stop_and_mask(SMD)
+
+    started = systemd_sandbox.systemctl("start", SMD, check=False)
+    assert systemd_sandbox.is_active(SMD) == "inactive"
+    assert started.returncode != 0
+    assert "masked" in started.stderr
+    assert units.status(SMD).masked
+
+
+def test_stop_and_mask_leaves_core_running(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If SMD and SfB are stopped and masked, Core keeps running in the same process."""
+    core_pid = main_pid(systemd_sandbox, CORE)
+
+    units.stop_and_mask(SMD)
+    units.stop_and_mask(SFB)
+
+    assert systemd_sandbox.is_active(CORE) == "active"
+    assert main_pid(systemd_sandbox, CORE) == core_pid
+    assert systemd_sandbox.is_active(SFB) == "inactive"
+
+
+def test_the_mask_is_a_runtime_mask(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If a unit is masked, the mask lives under /run and ends with the boot."""
+    units.stop_and_mask(SMD)
+
+    state = systemd_sandbox.systemctl("is-enabled", SMD, check=False).stdout.strip()
+    assert state == "masked-runtime"
+
+
+def test_unmask_and_start_brings_a_masked_unit_back(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If a unit stopped and masked by licensed is unmasked and started, it runs."""
+    units.stop_and_mask(SMD)
+
+    units.unmask_and_start(SMD)
+
+    assert systemd_sandbox.is_active(SMD) == "active"
+    assert units.status(SMD) == UnitStatus(SMD, "loaded", "active")
+
+
+def test_unmask_and_start_starts_sfb_with_core_untouched(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If SfB comes back, Core's process is the one that ran all along."""
+    core_pid = main_pid(systemd_sandbox, CORE)
+    units.stop_and_mask(SFB)
+
+    units.unmask_and_start(SFB)
+
+    assert systemd_sandbox.is_active(SFB) == "active"
+    assert main_pid(systemd_sandbox, CORE) == core_pid
+
+
+def test_stop_and_mask_twice_is_harmless_and_reloads_once(units: UnitManager) -> None:
+    """If a unit is already stopped and masked, a second call changes nothing."""
+    units.stop_and_mask(SMD)
+
+    with capture_logs() as logs:
+        units.stop_and_mask(SMD)
+
+    events = [entry["event"] for entry in logs]
+    assert "unit_stopped" not in events
+    assert "unit_masked" not in events
+    assert units.status(SMD) == UnitStatus(SMD, "masked", "inactive")
+
+
+def test_unmask_and_start_on_a_running_unit_keeps_its_process(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If the unit already runs, unmask_and_start neither restarts nor reloads."""
+    before = main_pid(systemd_sandbox, SMD)
+
+    with capture_logs() as logs:
+        units.unmask_and_start(SMD)
+
+    assert main_pid(systemd_sandbox, SMD) == before
+    assert "unit_unmasked" not in [entry["event"] for entry in logs]
+
+
+def test_actions_are_logged_with_their_duration(units: UnitManager) -> None:
+    """If a unit is stopped, masked, unmasked and started, each step is logged."""
+    with capture_logs() as logs:
+        units.stop_and_mask(SMD)
+        units.unmask_and_start(SMD)
+
+    steps = [entry for entry in logs if entry["log_level"] == "info"]
+    assert [entry["event"] for entry in steps] == [
+        "unit_stopped",
+        "unit_masked",
+        "unit_unmasked",
+        "unit_started",
+    ]
+    assert all(entry["unit"] == SMD and entry["elapsed_ms"] > 0 for entry in steps)
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["stop_and_mask", "unmask_and_start"])
+def test_a_missing_unit_raises_naming_the_unit(units: UnitManager, action: str) -> None:
+    """If the unit does not exist, UnitControlError names it."""
+    with pytest.raises(UnitControlError) as raised:
+        getattr(units, action)(MISSING)
+
+    assert raised.value.unit == MISSING
+    assert MISSING in str(raised.value)
+
+
+def test_an_administrators_mask_is_reported_with_the_fix(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If an administrator masked the unit persistently, the error says to unmask."""
+    units.stop_and_mask(SMD)
+    systemd_sandbox.systemctl("mask", SMD)
+
+    with pytest.raises(UnitControlError) as raised:
+        units.unmask_and_start(SMD)
+
+    assert raised.value.action == "start"
+    assert f"systemctl unmask {SMD}" in raised.value.reason
+    assert systemd_sandbox.is_active(SMD) == "inactive"
+
+
+def test_a_unit_that_fails_to_start_raises(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If the start job fails, UnitControlError gives the job's result."""
+    broken = "[Service]\nType=oneshot\nExecStart=/bin/false\n"
+    sandbox = make_systemd_sandbox(extra_units={"assistant-broken.service": broken})
+
+    with (
+        UnitManager(sandbox.bus_address) as manager,
+        pytest.raises(UnitControlError) as raised,
+    ):
+        manager.unmask_and_start("assistant-broken.service")
+
+    assert "'failed'" in raised.value.reason
+
+
+def test_a_job_slower_than_the_timeout_raises_and_the_manager_recovers(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If a start job outlasts job_timeout, UnitControlError says so; calls go on."""
+    slow = "[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n"
+    sandbox = make_systemd_sandbox(extra_units={"assistant-slow.service": slow})
+    manager = UnitManager(sandbox.bus_address, job_timeout=0.3)
+
+    with pytest.raises(UnitControlError) as raised:
+        manager.unmask_and_start("assistant-slow.service")
+
+    assert "did not finish within 0.3 s" in raised.value.reason
+    assert manager.status(SMD).running
+    manager.close()
+
+
+def test_a_vanished_bus_raises_and_a_new_sandbox_works(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If the bus disappears, UnitControlError is raised; a fresh bus works again."""
+    first = make_systemd_sandbox()
+    manager = UnitManager(first.bus_address)
+    manager.status(SMD)
+    first.close()
+
+    with pytest.raises(UnitControlError) as raised:
+        manager.stop_and_mask(SMD)
+
+    assert "unreachable" in raised.value.reason
+    second = make_systemd_sandbox()
+    with UnitManager(second.bus_address) as fresh:
+        fresh.stop_and_mask(SMD)
+    assert second.is_active(SMD) == "inactive"
+    manager.close()
+
+
+def test_the_manager_survives_a_restart_of_the_bus(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If dbus restarts between two calls, the second call reconnects and works."""
+    units.status(SMD)
+    systemd_sandbox.systemctl("restart", "dbus.service")
+    systemd_sandbox.wait_ready()
+
+    units.stop_and_mask(SMD)
+
+    assert systemd_sandbox.is_active(SMD) == "inactive"
+
+
+# -- the sandbox harness ------------------------------------------------------------
+
+
+def test_the_sandbox_leaves_no_cgroup_process_or_folder_behind(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If a sandbox is closed, its PID 1, cgroup group and work folder are gone."""
+    sandbox = make_systemd_sandbox()
+    pid, cgroup, workdir = sandbox.pid, sandbox.cgroup, sandbox.workdir
+    assert workdir is not None
+
+    sandbox.close()
+
+    assert not Path(f"/proc/{pid}").exists()
+    assert not cgroup.exists()
+    assert not workdir.exists()
+
+
+def test_the_sandbox_is_torn_down_when_the_body_raises() -> None:
+    """If the code inside ``with SandboxedSystemd()`` raises, teardown still runs."""
+    require(*prerequisites())
+    leftovers: list[Path] = []
+
+    with pytest.raises(RuntimeError, match="test body failed"):
+        fail_inside_a_sandbox(leftovers)
+
+    assert len(leftovers) == 2
+    assert not any(path.exists() for path in leftovers)
+
+
+def test_extra_units_run_and_writable_paths_stay_writable(
+    make_systemd_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """If a test adds a unit and a writable folder, the unit can write there."""
+    out = tmp_path / "out.txt"
+    unit = f"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello > {out}'\n"
+    sandbox = make_systemd_sandbox(
+        extra_units={"assistant-writer.service": unit}, writable_paths=[tmp_path]
+    )
+
+    sandbox.systemctl("start", "assistant-writer.service")
+
+    assert out.read_text() == "hello\n"
+
+
+def test_the_rest_of_the_host_is_read_only_inside(
+    systemd_sandbox: SandboxedSystemd,
+) -> None:
+    """If a process in the sandbox writes outside its writable folders, it fails."""
+    target = Path(__file__).with_name("sandbox-must-not-write-here")
+
+    done = subprocess.run(
+        ["nsenter", "-t", str(systemd_sandbox.pid), "-a", "touch", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert "Read-only file system" in done.stderr
+    assert not target.exists()
