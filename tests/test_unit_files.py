@@ -338,9 +338,9 @@ def test_sysusers_and_tmpfiles_give_the_documented_owners_and_modes(
         subprocess.run(args, check=True, capture_output=True)
 
     expected = {
-        "etc/licensed": ("3775", "root", "licensed-admin"),
-        "etc/licensed/licensed.toml": ("0640", "root", "licensed"),
-        "etc/licensed/licence.lic": ("0644", "root", "licensed-admin"),
+        "etc/licensed": ("3770", "root", "licensed-admin"),
+        "etc/licensed/licensed.toml": ("0640", "root", "licensed-admin"),
+        "etc/licensed/licence.lic": ("0640", "root", "licensed-admin"),
         "etc/licensed/keys": ("0755", "root", "root"),
         "etc/licensed/keys/vendor.pub": ("0644", "root", "root"),
         "var/lib/licensed": ("0700", "licensed", "licensed"),
@@ -350,8 +350,8 @@ def test_sysusers_and_tmpfiles_give_the_documented_owners_and_modes(
     assert actual == expected
 
 
-def test_sysusers_keeps_the_daemon_out_of_the_admin_group() -> None:
-    """If sysusers.d is applied, the daemon's user is not a licensed-admin member."""
+def test_sysusers_makes_the_daemon_user_no_admin_group_member() -> None:
+    """If sysusers.d is applied, only the daemon's process joins licensed-admin."""
     lines = [
         line.split()
         for line in (UNITS / "licensed.sysusers").read_text().splitlines()
