@@ -1,0 +1,362 @@
+"""The ``licensed`` process: triggers, the main loop, signals and the control socket.
+
+Everything that can call for a check funnels into one queue, and the main thread
+runs the checks one at a time (``licensed.enforcer``). The triggers:
+
+* start, before ``READY=1``;
+* the licence folder (inotify), at once when a change completes;
+* the expiry instant and the next 00:00:01, each an APScheduler date job computed
+  by the pure expiry rule and re-planned after every check. Cron triggers are not
+  used: they skip or repeat 00:00:01 on DST days;
+* the safety interval (``check_interval``), which also bounds how late any job can
+  be after a suspend, since APScheduler waits on the monotonic clock;
+* a wall-clock step (``licensed.clockwatch``), which also wakes the scheduler so it
+  re-plans its waits;
+* ``SIGHUP`` (reload the configuration, then check) and ``licensectl check`` over the
+  control socket.
+
+Jobs run with ``misfire_grace_time=None``: a job whose time has passed, because the
+clock stepped or the machine slept, runs at once instead of being dropped as missed.
+User counting runs in the scheduler's worker threads so a slow database never holds
+up a licence decision; a changed count queues a check like any other trigger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from licensed import config as config_module
+from licensed import logsetup
+from licensed.clockwatch import ClockWatch
+from licensed.config import Config
+from licensed.control import ControlServer
+from licensed.enforcer import Enforcer, Outcome
+from licensed.errors import ConfigError
+from licensed.notify import Notifier
+from licensed.units import UnitManager
+from licensed.users import UserCounter, UserCountTracker
+from licensed.watch import LicenceWatch
+
+log = structlog.get_logger(__name__)
+
+_PLANNED_JOBS = ("daily", "expiry", "settle", "retry")
+EXIT_CONFIG = 2
+
+
+class Daemon:
+    """One running licensed."""
+
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._notifier = Notifier()
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stopping = False
+        self._reload = False
+        self._units = UnitManager()
+        self._tracker = _tracker(config)
+        self.enforcer = Enforcer(config, self._units, self._tracker)
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={
+                "misfire_grace_time": None,
+                "coalesce": True,
+                "max_instances": 1,
+            },
+        )
+        self._watch = LicenceWatch(config.licence_file)
+        self._clock = _clock_watch()
+        self._control = ControlServer(config.control_socket, config.admin_group)
+
+    # Life cycle.
+
+    def run(self) -> int:
+        """Check, report ready, then serve triggers until SIGTERM."""
+        self._install_signal_handlers()
+        log.info(
+            "daemon_started",
+            pid=os.getpid(),
+            config=str(self._config_path or config_module.DEFAULT_PATH),
+            licence_file=str(self.config.licence_file),
+            timezone=str(self.config.zone.key),
+            counting="on" if self._tracker else "off",
+        )
+        outcome = self._check("start")
+        self._notifier.ready(self.enforcer.summary())
+        self._start_scheduler()
+        self._plan(outcome)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def request(self, trigger: str) -> None:
+        """Queue a check; safe from any thread and from signal handlers."""
+        with self._pending_lock:
+            self._pending.add(trigger)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"\0")
+
+    def _loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_read, selectors.EVENT_READ, self._drain_wake)
+        selector.register(self._watch, selectors.EVENT_READ, self._licence_event)
+        selector.register(self._control, selectors.EVENT_READ, self._control_event)
+        if self._clock is not None:
+            selector.register(self._clock, selectors.EVENT_READ, self._clock_event)
+
+        interval = self._notifier.watchdog_interval
+        last_ping = time.monotonic()
+        while not self._stopping:
+            for key, _ in selector.select(timeout=interval):
+                handler: Callable[[], None] = key.data
+                handler()
+            if self._reload:
+                self._reload_config()
+            self._run_pending()
+            if interval is not None and time.monotonic() - last_ping >= interval:
+                self._notifier.watchdog()
+                last_ping = time.monotonic()
+        selector.close()
+
+    def _shutdown(self) -> None:
+        self._notifier.stopping()
+        log.info("daemon_stopping")
+        self._scheduler.shutdown(wait=False)
+        self._control.close()
+        self._watch.close()
+        self._units.close()
+        if self._tracker is not None:
+            self._tracker.close()
+
+    # Triggers.
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_read, 4096):
+                pass
+
+    def _licence_event(self) -> None:
+        if self._watch.changed():
+            self.request("licence_changed")
+
+    def _clock_event(self) -> None:
+        if self._clock is not None and self._clock.consume():
+            log.info("clock_set", now=datetime.now(UTC).isoformat())
+            self._scheduler.wakeup()
+            self.request("clock_set")
+
+    def _control_event(self) -> None:
+        self._control.serve(self._answer)
+
+    def _answer(self, command: str) -> dict[str, Any] | None:
+        if command == "check":
+            return self._check("control").document
+        if command == "status":
+            return self.enforcer.document
+        return None
+
+    def _run_pending(self) -> None:
+        with self._pending_lock:
+            triggers, self._pending = self._pending, set()
+        if not triggers:
+            return
+        outcome = self._check("+".join(sorted(triggers)))
+        if triggers & {"licence_changed", "daily", "start"}:
+            self._count_soon()
+        self._plan(outcome)
+
+    def _check(self, trigger: str) -> Outcome:
+        self._watch.ensure()
+        outcome = self.enforcer.check(trigger)
+        self._notifier.status(self.enforcer.summary())
+        return outcome
+
+    # Scheduling.
+
+    def _start_scheduler(self) -> None:
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self._scheduler.add_job(
+            self.request,
+            "interval",
+            seconds=self.config.check_interval,
+            args=("interval",),
+            id="interval",
+            replace_existing=True,
+        )
+        if self._tracker is not None and self.config.database is not None:
+            self._scheduler.add_job(
+                self._count,
+                "interval",
+                seconds=self.config.database.count_interval,
+                id="count",
+                replace_existing=True,
+            )
+        self._scheduler.start()
+        self._count_soon()
+
+    def _plan(self, outcome: Outcome) -> None:
+        planned = {name: when for name, when in outcome.wake_at if name != "interval"}
+        for name in _PLANNED_JOBS:
+            when = planned.get(name)
+            if when is None:
+                if self._scheduler.get_job(name) is not None:
+                    self._scheduler.remove_job(name)
+                continue
+            self._scheduler.add_job(
+                self.request,
+                "date",
+                run_date=when,
+                args=(name,),
+                id=name,
+                replace_existing=True,
+            )
+        log.debug(
+            "checks_planned",
+            **{name: when.isoformat() for name, when in planned.items()},
+        )
+
+    # User counting, in the scheduler's worker threads.
+
+    def _count_soon(self, delay: float = 0.0) -> None:
+        if self._tracker is None:
+            return
+        run_date = datetime.fromtimestamp(time.time() + delay, UTC)
+        self._scheduler.add_job(
+            self._count,
+            "date",
+            run_date=run_date,
+            id="count_now",
+            replace_existing=True,
+        )
+
+    def _count(self) -> None:
+        tracker = self._tracker
+        if tracker is None:
+            return
+        before = tracker.current
+        after = tracker.refresh()
+        if (before.actual, before.stale) != (after.actual, after.stale):
+            self.request("users_counted")
+        if after.stale:
+            self._count_soon(tracker.retry_delay())
+
+    # Signals and reloading.
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        self.request("stop")
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self._reload = True
+        self.request("reload")
+
+    def _reload_config(self) -> None:
+        self._reload = False
+        self._notifier.reloading()
+        try:
+            new = config_module.load(self._config_path)
+        except ConfigError as exc:
+            log.error("config_reload_failed", reason=str(exc))
+            self.enforcer.set_error(
+                "config", f"reload failed, old settings kept: {exc}"
+            )
+            return
+        self.enforcer.set_error("config", None)
+        self._apply(new)
+        log.info("config_reloaded", config=str(new.source))
+
+    def _apply(self, new: Config) -> None:
+        old = self.config
+        self.config = new
+        self.enforcer.config = new
+        if new.licence_file != old.licence_file:
+            self._watch.close()
+            self._watch = LicenceWatch(new.licence_file)
+        if new.database != old.database:
+            if self._tracker is not None:
+                self._tracker.close()
+            self._tracker = _tracker(new)
+            self.enforcer.users = self._tracker
+        self._scheduler.remove_all_jobs()
+        self._scheduler.shutdown(wait=False)
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={
+                "misfire_grace_time": None,
+                "coalesce": True,
+                "max_instances": 1,
+            },
+        )
+        self._start_scheduler()
+
+
+def _tracker(config: Config) -> UserCountTracker | None:
+    database = config.database
+    if database is None:
+        log.info(
+            "user_counting_off", reason="no [database] section in the configuration"
+        )
+        return None
+    counter = UserCounter(
+        database.conninfo,
+        database.query,
+        connect_timeout=database.connect_timeout,
+        statement_timeout=database.statement_timeout,
+    )
+    return UserCountTracker(counter)
+
+
+def _clock_watch() -> ClockWatch | None:
+    try:
+        return ClockWatch()
+    except OSError as exc:
+        log.warning("clock_watch_unavailable", reason=str(exc))
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``licensed`` command."""
+    parser = argparse.ArgumentParser(
+        prog="licensed",
+        description=(
+            "The licence-enforcement daemon of Assistant. It keeps SMD and Core's "
+            "SfB function in line with the installed licence and publishes the "
+            "status file. Normally started by systemd (licensed.service)."
+        ),
+        epilog="Exit codes: 0 stopped cleanly; 2 configuration error.",
+    )
+    parser.add_argument("--config", type=Path, help="configuration file")
+    args = parser.parse_args(argv)
+
+    try:
+        config = config_module.load(args.config)
+    except ConfigError as exc:
+        print(f"licensed: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    logsetup.configure(config.log_format, config.log_level)
+    return Daemon(config, args.config).run()
