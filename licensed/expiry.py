@@ -33,11 +33,19 @@ def expiry_instant(valid_until: date, zone: tzinfo) -> datetime:
 
 def next_daily_check(now: datetime, zone: tzinfo) -> datetime:
     """The first 00:00:01 local (by the expiry rule) strictly after ``now``."""
-    today = now.astimezone(zone).date()
-    candidate = first_instant_at(today, EXPIRY_TIME, zone)
-    if candidate > now:
-        return candidate
-    return first_instant_at(today + timedelta(days=1), EXPIRY_TIME, zone)
+    # Compare in UTC: two datetimes sharing a tzinfo compare by wall time, which
+    # is wrong inside a fold when ``now`` is given in ``zone``. And do not stop at
+    # tomorrow: after the clock falls back across midnight (America/Goose_Bay,
+    # 1988-10-30, 00:01 -> 22:01) today is the previous day again while
+    # tomorrow's 00:00:01 is already over. Rule instants grow day by day, so the
+    # loop ends within three days.
+    instant = now.astimezone(UTC)
+    day = now.astimezone(zone).date()
+    while True:
+        candidate = first_instant_at(day, EXPIRY_TIME, zone)
+        if candidate.astimezone(UTC) > instant:
+            return candidate
+        day += timedelta(days=1)
 
 
 def first_instant_at(day: date, wall: time, zone: tzinfo) -> datetime:
