@@ -48,9 +48,8 @@ def make_licence(**changes: Any) -> Licence:
 
 def make_trial(valid_until: date, **changes: Any) -> Licence:
     """A valid trial licence through ``valid_until``."""
-    return make_licence(
-        type=LicenceType.TRIAL, valid_until=valid_until, serial="AST-T001", **changes
-    )
+    fields: dict[str, Any] = {"serial": "AST-T001", **changes}
+    return make_licence(type=LicenceType.TRIAL, valid_until=valid_until, **fields)
 
 
 @dataclass

@@ -1,0 +1,170 @@
+"""Run the real ``licensed`` daemon as a process, against real files.
+
+``Installation`` lays out what a server has (configuration, trusted key, licence
+folder, status and state folders) inside a test's temporary folder. ``Daemon``
+starts ``licensed`` on it as a child process, waits for the first published status,
+and stops it; its output (JSON log lines) is kept for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from licensed.licence import Licence
+from tests.harness.licences import Vendor
+
+VENV_BIN = Path(sys.executable).parent
+LICENSED = VENV_BIN / "licensed"
+LICENSECTL = VENV_BIN / "licensectl"
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.005
+) -> None:
+    """Poll ``predicate`` until true; fail with ``TimeoutError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@dataclass
+class Installation:
+    """A licensed installation laid out under ``root``."""
+
+    root: Path
+    timezone: str = "Europe/Zurich"
+    check_interval: float = 60
+    extra: str = ""
+    vendor: Vendor = field(init=False)
+
+    def __post_init__(self) -> None:
+        for folder in ("etc", "run", "state", "incoming"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self.vendor = Vendor(self.root / "etc" / "keys")
+        self.write_config()
+
+    @property
+    def config(self) -> Path:
+        return self.root / "licensed.toml"
+
+    @property
+    def licence_file(self) -> Path:
+        return self.root / "etc" / "licence.lic"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "run" / "status.json"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "run" / "control.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def write_config(self) -> None:
+        self.config.write_text(
+            f'licence_file = "{self.licence_file}"\n'
+            f'keys_dir = "{self.root / "etc" / "keys"}"\n'
+            f'status_file = "{self.status_file}"\n'
+            f'control_socket = "{self.control_socket}"\n'
+            f'state_dir = "{self.state_dir}"\n'
+            f'timezone = "{self.timezone}"\n'
+            f"check_interval = {self.check_interval}\n"
+            f'log_format = "json"\n'
+            f'log_level = "debug"\n' + self.extra
+        )
+
+    def install(self, licence: Licence) -> None:
+        """Put a signed licence in place atomically, as ``licensectl install`` does."""
+        staged = self.root / "incoming" / "new.lic"
+        self.vendor.write(licence, staged)
+        staged.replace(self.licence_file)
+
+    def status(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.status_file.read_text())
+        return loaded
+
+    def state(self) -> str | None:
+        try:
+            return str(self.status()["state"])
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG"))
+        }
+        env["LICENSED_CONFIG"] = str(self.config)
+        env.update(extra or {})
+        return env
+
+
+class Daemon:
+    """A running ``licensed`` process."""
+
+    def __init__(
+        self,
+        installation: Installation,
+        env: Mapping[str, str] | None = None,
+        command_prefix: tuple[str, ...] = (),
+    ) -> None:
+        self.installation = installation
+        self.log_path = installation.root / f"licensed-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*command_prefix, str(LICENSED), "--config", str(installation.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=installation.env(env),
+        )
+
+    def wait_started(self, timeout: float = 10.0) -> None:
+        """Wait until the daemon has published its first decision."""
+        wait_until(lambda: self.logged("daemon_started") and self._published(), timeout)
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def logged(self, event: str, **fields: object) -> bool:
+        return any(
+            e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+            for e in self.events()
+        )
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._log.close()
+
+    def _published(self) -> bool:
+        return self.installation.state() is not None and any(
+            e.get("event") == "licence_state_changed" for e in self.events()
+        )
