@@ -205,9 +205,14 @@ class UnitManager:
             self.close()
             reason = f"systemd did not finish within {self.job_timeout} s"
             raise UnitControlError(unit, action, reason) from None
-        except (OSError, AuthenticationError, ValueError) as exc:
+        except (OSError, AuthenticationError) as exc:
             self.close()
             raise UnitControlError(unit, action, self._unreachable(exc)) from None
+        except (ValueError, RuntimeError) as exc:
+            # jeepney's words for an address it cannot parse or a transport it
+            # does not speak (only unix: is supported), or for a garbled message.
+            self.close()
+            raise UnitControlError(unit, action, self._unusable(exc)) from None
 
     def _with_reconnect(
         self,
@@ -247,6 +252,12 @@ class UnitManager:
         return (
             f"the system bus at {self.bus_address} is unreachable ({exc}); check that"
             " dbus and systemd are running"
+        )
+
+    def _unusable(self, exc: BaseException) -> str:
+        return (
+            f"cannot talk to the system bus at {self.bus_address!r} ({exc}); use a"
+            " unix:path= address in DBUS_SYSTEM_BUS_ADDRESS"
         )
 
 

@@ -12,7 +12,12 @@ from structlog.testing import capture_logs
 from licensed.errors import UnitControlError
 from licensed.units import UnitManager, UnitStatus
 from tests.harness.prereq import require
-from tests.harness.systemd import SandboxedSystemd, SandboxFactory, prerequisites
+from tests.harness.systemd import (
+    SandboxedSystemd,
+    SandboxFactory,
+    prerequisites,
+    wait_until,
+)
 
 pytest_plugins = ["tests.harness.fixtures_systemd"]
 pytestmark = pytest.mark.systemd
@@ -272,6 +277,18 @@ def test_a_vanished_bus_raises_and_a_new_sandbox_works(
     manager.close()
 
 
+@pytest.mark.parametrize(
+    "address", ["tcp:host=localhost,port=1", "not an address", "unix:path=/nonexistent"]
+)
+def test_an_unusable_bus_address_raises(address: str) -> None:
+    """If the bus address is unusable, UnitControlError names the address."""
+    with pytest.raises(UnitControlError) as raised:
+        UnitManager(address).status(SMD)
+
+    assert address in raised.value.reason
+    assert raised.value.action == "query"
+
+
 def test_the_manager_survives_a_restart_of_the_bus(
     systemd_sandbox: SandboxedSystemd, units: UnitManager
 ) -> None:
@@ -301,6 +318,16 @@ def test_the_sandbox_leaves_no_cgroup_process_or_folder_behind(
     assert not Path(f"/proc/{pid}").exists()
     assert not cgroup.exists()
     assert not workdir.exists()
+
+
+def test_the_sandbox_can_run_journald(make_systemd_sandbox: SandboxFactory) -> None:
+    """If journald is asked for, systemd's own messages land in the journal."""
+    sandbox = make_systemd_sandbox(journald=True)
+
+    sandbox.systemctl("stop", SMD)
+
+    # journald stores messages asynchronously: wait for the entry, bounded.
+    wait_until(lambda: f"Stopped {SMD}" in sandbox.journal("-u", SMD), 5.0, "entry")
 
 
 def test_the_sandbox_is_torn_down_when_the_body_raises() -> None:

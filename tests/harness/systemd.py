@@ -19,8 +19,10 @@ It must never touch the host's own systemd state: every mount happens in the
 private mount namespace, and teardown kills the whole PID namespace at once. This
 module imports no pytest: the fixtures live in ``fixtures_systemd.py``.
 
-Measured on a 2-core Debian 12 machine: ready (``org.freedesktop.systemd1`` on the
-bus and ``assistant.target`` active) 0.20-0.27 s after launch; teardown 25-90 ms.
+Measured on a 2-core Debian 12 machine (10 launches each): ready
+(``org.freedesktop.systemd1`` on the bus and ``assistant.target`` active) 0.15-0.19 s
+after launch when the machine is idle, median 0.30 s (max 0.47 s) at load average 3;
+``journald=True`` adds no measurable time. Teardown: median 80 ms, max 135 ms.
 
 Limitations: a writable path under ``/mnt`` cannot be kept (the init script parks
 the kept folders there while it mounts). If the Python process is killed with
@@ -358,6 +360,8 @@ class SandboxedSystemd:
         cgroup = root / f"licensed-sandbox-{os.getpid()}-{next(_names)}"
         cgroup.mkdir()
         (self.workdir / "console.log").touch()
+        for path in self.writable_paths:
+            path.mkdir(parents=True, exist_ok=True)
         init_log = (self.workdir / "init.log").open("wb")
         # The shell moves itself into the new group before exec'ing unshare, so the
         # cgroup namespace (and systemd's view of its hierarchy) starts there.
