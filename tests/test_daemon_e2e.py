@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,17 +28,17 @@ def installation(tmp_path: Path) -> Installation:
 @pytest.fixture
 def start_daemon(
     installation: Installation, systemd_sandbox: SandboxedSystemd
-) -> Iterator[type[Daemon]]:
+) -> Iterator[Callable[[], Daemon]]:
     started: list[Daemon] = []
 
-    class Bound(Daemon):
-        def __init__(self, **kwargs: object) -> None:
-            env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
-            super().__init__(installation, env=env)  # type: ignore[arg-type]
-            started.append(self)
-            self.wait_started()
+    def start() -> Daemon:
+        env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
+        daemon = Daemon(installation, env=env)
+        started.append(daemon)
+        daemon.wait_started()
+        return daemon
 
-    yield Bound
+    yield start
 
     for daemon in started:
         if daemon.process.poll() is None:
@@ -73,7 +73,7 @@ def restored(installation: Installation, sandbox: SandboxedSystemd) -> bool:
 def test_a_licensed_system_runs_everything(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If a full licence is installed, every component runs and the status says so."""
     installation.install(make_licence())
@@ -90,7 +90,7 @@ def test_a_licensed_system_runs_everything(
 def test_an_expired_trial_stops_smd_and_sfb_but_not_core(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If an expired trial is installed, SMD and SfB stop and are masked; Core runs."""
     installation.install(make_licence())
@@ -117,7 +117,7 @@ def test_an_expired_trial_stops_smd_and_sfb_but_not_core(
 def test_a_full_licence_restores_the_components(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If a full licence replaces an expired trial, SMD and SfB are unmasked and run."""
     installation.install(EXPIRED)
@@ -133,7 +133,7 @@ def test_a_full_licence_restores_the_components(
 def test_removing_the_licence_stops_the_components(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If the licence file is removed, the system is unlicensed: state missing."""
     installation.install(make_licence())
@@ -150,7 +150,7 @@ def test_removing_the_licence_stops_the_components(
 def test_smd_started_by_hand_while_expired_is_stopped_again(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If someone unmasks and starts SMD while expired, the next check undoes it."""
     installation.install(EXPIRED)
@@ -171,7 +171,7 @@ def test_smd_started_by_hand_while_expired_is_stopped_again(
 def test_a_killed_daemon_converges_after_restart(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If the daemon is killed and SMD started meanwhile, a restart stops it again."""
     installation.install(EXPIRED)
@@ -189,10 +189,10 @@ def test_a_killed_daemon_converges_after_restart(
 def test_a_trial_valid_today_keeps_everything_running(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
-    start_daemon: type[Daemon],
+    start_daemon: Callable[[], Daemon],
 ) -> None:
     """If a trial is valid through a later day, the system is licensed until then."""
-    valid_until = date.today() + timedelta(days=30)
+    valid_until = datetime.now(UTC).date() + timedelta(days=30)
     installation.install(make_trial(valid_until))
 
     start_daemon()
