@@ -52,7 +52,7 @@ class Config:
     metrics_file: Path | None = None
     timezone: str = ""
     check_interval: float = 60.0
-    clock_rollback_tolerance: float = 26 * 3600.0
+    clock_rollback_tolerance: float = 2 * 3600.0
     admin_group: str = "licensed-admin"
     log_format: str = "auto"
     log_level: str = "info"
