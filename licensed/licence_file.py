@@ -9,8 +9,9 @@ block::
     -----END LICENCE SIGNATURE-----
 
 The Ed25519 signature covers the exact bytes of the body, from the first byte of the
-file up to and including the newline before the ``BEGIN`` line. Nothing may follow
-the ``END`` line but whitespace.
+file up to and including the newline before the ``BEGIN`` line. The block is not
+signed, so it is accepted only exactly as ``sign`` writes it, and the ``END`` line
+with its newline ends the file: any changed, added or removed byte is refused.
 
 ``read_licence_file`` is the one validation path: the command line, the daemon and
 the vendor's ``verify`` all use it, so they cannot disagree about a file. Its checks
@@ -20,7 +21,6 @@ run cheapest first, and the body is parsed only once the signature holds.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import tomllib
 from dataclasses import dataclass
@@ -99,10 +99,17 @@ def split(data: bytes) -> tuple[bytes, str, bytes]:
     """Split file bytes into (signed body, key id, signature bytes)."""
     marker = b"\n" + BEGIN.encode("ascii") + b"\n"
     start = data.find(marker)
-    if start < 0 or data.find(marker, start + 1) >= 0:
+    if start < 0:
         raise InvalidLicence(
-            f"no single signature block ('{BEGIN}' line) found; this is not a "
+            f"no signature block ('{BEGIN}' line) found; this is not a "
             f"licence file, or it is truncated"
+        )
+    # Said apart from the missing block: "not found" misled readers of a file
+    # that holds two licences pasted one after the other.
+    if data.find(marker, start + 1) >= 0:
+        raise InvalidLicence(
+            f"more than one signature block ('{BEGIN}' line); a licence file "
+            f"holds exactly one licence"
         )
     body = data[: start + 1]
     block, end_marker, rest = data[start + len(marker) :].partition(END.encode("ascii"))
@@ -112,6 +119,13 @@ def split(data: bytes) -> tuple[bytes, str, bytes]:
         )
     if rest.strip():
         raise InvalidLicence(f"unexpected text after the '{END}' line")
+    # Whitespace used to pass here, so a file could be changed (or cut short by
+    # its last newline) and still be accepted. The file is exactly as issued.
+    if rest != b"\n":
+        raise InvalidLicence(
+            f"the '{END}' line must end the file with a single newline, as "
+            f"issued; the file was changed: obtain an unmodified copy"
+        )
 
     key_id, signature = _parse_block(block)
     return body, key_id, signature
@@ -173,10 +187,19 @@ def _parse_block(block: bytes) -> tuple[str, bytes]:
         raise InvalidLicence("the signature block's ed25519 value must be text")
     try:
         signature = base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text from a TOML escape
         raise InvalidLicence("the signature is not valid base64") from None
     if len(signature) != _SIGNATURE_BYTES:
         raise InvalidLicence(
             f"the signature is {len(signature)} bytes; an Ed25519 signature is 64"
+        )
+    # The block is not signed, so TOML's leeway (other spacing, quotes, comments)
+    # and base64's unused padding bits would let a changed file through. Accept
+    # only the block exactly as ``sign`` writes it.
+    respelt = base64.b64encode(signature).decode("ascii")
+    if block != f'key_id = "{key_id}"\ned25519 = "{respelt}"\n'.encode("ascii"):
+        raise InvalidLicence(
+            "the signature block is not exactly as issued (its spacing, quoting "
+            "or base64 spelling was changed); obtain an unmodified copy"
         )
     return key_id, signature
