@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
-        config = config_module.load(args.config)
+        config = config_module.load(_config_option(args))
         return handler(config, args)
     except ConfigError as exc:
         return fail(str(exc), EXIT_CONFIG)
@@ -85,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.set_defaults(config=None)
     commands = parser.add_subparsers(title="commands", required=True)
     _add_install(commands, common)
     _add_remove(commands, common)
@@ -305,3 +304,10 @@ def _serial_or_file(reading: SignedLicence | Rejected, config: Config) -> str:
     if isinstance(reading, SignedLicence):
         return reading.licence.serial
     return f"file {config.licence_file} (it is invalid)"
+
+
+def _config_option(args: argparse.Namespace) -> Path | None:
+    # --config may come before or after the command; both parsers share the
+    # option with a suppressed default, so it is absent when not given at all.
+    config: Path | None = getattr(args, "config", None)
+    return config

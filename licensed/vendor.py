@@ -182,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.set_defaults(config=None)
     commands = parser.add_subparsers(title="commands", required=True)
     _add_keygen(commands, common)
     _add_issue(commands, common)
@@ -569,7 +568,7 @@ def _verification_keys(args: argparse.Namespace) -> Keyring:
         return Keyring(folder=path.parent, keys={key_id: load_public_key(path)})
     if args.keys_dir is not None:
         return Keyring.load(args.keys_dir)
-    return Keyring.load(config_module.load(args.config).keys_dir)
+    return Keyring.load(config_module.load(_config_option(args)).keys_dir)
 
 
 def read_any_product(path: Path, keyring: Keyring) -> SignedLicence:
@@ -665,3 +664,10 @@ def _fail(message: str, code: int) -> int:
 
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
+
+
+def _config_option(args: argparse.Namespace) -> Path | None:
+    # --config may come before or after the command; both parsers share the
+    # option with a suppressed default, so it is absent when not given at all.
+    config: Path | None = getattr(args, "config", None)
+    return config
