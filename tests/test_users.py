@@ -10,7 +10,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from licensed.errors import ConfigError, UserCountError
-from licensed.users import DEFAULT_QUERY, UserCount, UserCounter, UserCountTracker
+from licensed.users import (
+    DEFAULT_QUERY,
+    DEFAULT_SCHEMA,
+    RECOMMENDED_INDEX,
+    UserCount,
+    UserCounter,
+    UserCountTracker,
+)
 from tests.harness.fixtures_postgres import (  # noqa: F401 - fixtures used by name
     Database,
     postgres_cluster_fixture,
@@ -21,14 +28,7 @@ from tests.harness.postgres import SCRAM_GROUP, ThrowawayPostgres
 
 pytestmark = pytest.mark.postgres
 
-SCHEMA = """
-CREATE TABLE persons (
-    id                bigint  PRIMARY KEY,
-    assistant_enabled boolean NOT NULL DEFAULT false,
-    ma_enabled        boolean NOT NULL DEFAULT false
-);
-CREATE INDEX persons_users_idx ON persons (id) WHERE assistant_enabled OR ma_enabled;
-"""
+SCHEMA = DEFAULT_SCHEMA + RECOMMENDED_INDEX
 SHAPE = "exactly one row with one non-negative integer column"
 PASSWORD = "Zq7-not-in-logs-3xK"  # noqa: S105 - the secret the tests look for
 
@@ -126,6 +126,22 @@ def test_count_follows_changes_between_counts(
     second = counter.count()
 
     assert (first, second) == (1, 2)
+
+
+def test_recommended_index_answers_the_default_query_alone(
+    persons_db: Database,
+) -> None:
+    """If the recommended index exists and the table is vacuumed, the default query
+    is an index-only scan that never visits the table."""
+    persons_db.psql(
+        "INSERT INTO persons SELECT i, i % 10 < 5, i % 10 BETWEEN 4 AND 5"
+        " FROM generate_series(1, 20000) AS i; VACUUM ANALYZE persons"
+    )
+
+    plan = persons_db.psql(f"EXPLAIN (ANALYZE, COSTS OFF) {DEFAULT_QUERY}")
+
+    assert "Index Only Scan using persons_users_idx" in plan
+    assert "Heap Fetches: 0" in plan
 
 
 def test_custom_query_counts_with_its_own_schema(postgres_db: Database) -> None:
