@@ -234,7 +234,15 @@ def _issued(document: Mapping[str, Any]) -> datetime:
             f"'issued' must be a date-time with offset such as 2026-12-03T10:00:00Z, "
             f"not {value!r}"
         )
-    return value.astimezone(UTC)
+    # At the ends of the calendar (year 1 or 9999) a time with an offset has no
+    # UTC equivalent, and astimezone raised OverflowError out of the parser.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidLicence(
+            f"'issued' = {value.isoformat()} is out of range; use a real date-time "
+            f"such as 2026-12-03T10:00:00Z"
+        ) from None
 
 
 def _type(document: Mapping[str, Any]) -> LicenceType:
