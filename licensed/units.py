@@ -229,22 +229,20 @@ class UnitManager:
                 # every action here is idempotent, so one fresh attempt is safe.
                 log.warning("bus_connection_lost", unit=unit, attempt=1, error=str(exc))
                 self.close()
-        return operation(_Call(self._connect(), unit, action, deadline))
+        call = _Call(self._connect(), unit, action, deadline)
+        try:
+            call.subscribe()
+        except BaseException:
+            call.conn.close()
+            raise
+        self._conn = call.conn
+        return operation(call)
 
     def _connect(self) -> DBusConnection:
         try:
             conn = open_dbus_connection(self.bus_address, auth_timeout=_AUTH_TIMEOUT_S)
         except ConnectionError as exc:
             raise _BusLostError(str(exc)) from exc
-        try:
-            # Without Subscribe systemd sends no JobRemoved signals; the match rule
-            # makes the bus deliver them to us.
-            _checked(conn.send_and_get_reply(new_method_call(_MANAGER, "Subscribe")))
-            _checked(conn.send_and_get_reply(message_bus.AddMatch(_JOB_REMOVED)))
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
         log.debug("bus_connected", address=self.bus_address)
         return conn
 
@@ -293,6 +291,13 @@ class _Call:
         get = new_method_call(props, "Get", "ss", (_UNIT_INTERFACE, name))
         ((_signature, value),) = self.send(get)
         return str(value)
+
+    def subscribe(self) -> None:
+        """Ask for JobRemoved signals; needed once per connection."""
+        # Without Subscribe systemd emits no job signals at all; the match rule
+        # makes the bus daemon route them to this connection.
+        self.manager("Subscribe", "", ())
+        self.send(message_bus.AddMatch(_JOB_REMOVED))
 
     def refused(self, reason: str) -> UnitControlError:
         return UnitControlError(self.unit, self.action, reason)
