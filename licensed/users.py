@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,7 +203,10 @@ class UserCounter:
             conn.commit()
         except psycopg.Error as exc:
             conn.close()
-            message = f"cannot set up the user database session ({self.where}): {exc}"
+            reason = self._scrub(exc)
+            message = (
+                f"cannot set up the user database session ({self.where}): {reason}"
+            )
             raise UserCountError(message) from None
         conn.read_only = True
 
@@ -226,7 +230,10 @@ class UserCounter:
             self._drop_connection()
             message = f"lost the connection to the user database ({self.where}): "
             return _ConnectionLostError(message + reason)
-        return UserCountError(f"user-count query failed: {reason}; {_SHAPE}")
+        return UserCountError(
+            f"user-count query failed: {reason}; check the query, the schema and "
+            "that the role may SELECT from the tables it reads"
+        )
 
     def _timeout_message(self, exc: psycopg.Error) -> str:
         return (
@@ -286,6 +293,11 @@ class UserCountTracker:
                 actual = self._counter.count()
             except UserCountError as exc:
                 self._current = self._failed(str(exc))
+            except Exception as exc:
+                # A bug in counting must not take enforcement down with it: the
+                # traceback goes to the log, the count goes stale as for any failure.
+                log.exception("user_count_crashed")
+                self._current = self._failed(f"unexpected {type(exc).__name__}")
             else:
                 self._current = self._counted(actual)
             return self._current
@@ -359,9 +371,9 @@ def _parse_conninfo(conninfo: str) -> dict[str, object]:
     try:
         return dict(psycopg.conninfo.conninfo_to_dict(conninfo))
     except psycopg.ProgrammingError as exc:
-        # libpq may quote part of the string back, and that part may be the
-        # password: give the reason without it.
-        reason = str(exc).split(":", 1)[0]
+        # libpq quotes the fragment it choked on, which may be part of an
+        # unquoted password with a space in it: give the reason without it.
+        reason = re.sub(r'"[^"]*"', '"..."', " ".join(str(exc).split()))
         message = (
             f"user database connection string is malformed ({reason}); write it as "
             "libpq key=value pairs (host=... dbname=... user=...) or a "

@@ -508,7 +508,7 @@ def test_malformed_connection_string_is_a_config_error_without_the_password() ->
     """If the connection string cannot be parsed, ConfigError says so without
     echoing any of it."""
     with pytest.raises(ConfigError) as caught:
-        UserCounter(f"host=/tmp password={PASSWORD} 'dangling")
+        UserCounter(f"host=/tmp password=spaced {PASSWORD} user=x")
 
     assert "malformed" in str(caught.value)
     assert PASSWORD not in str(caught.value)
