@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 
 from licensed import messages
 from licensed.expiry import expiry_instant
@@ -85,7 +85,10 @@ def evaluate(
         if reading.valid_until is not None
         else None
     )
-    if expires_at is not None and now >= expires_at:
+    # Compare in UTC: two datetimes sharing a tzinfo compare by wall time, so with
+    # ``now`` given in ``zone`` the repeated hour of a fold (Havana, 2026-11-01)
+    # read as before 00:00:01 again and licensed an expired trial for an hour.
+    if expires_at is not None and now.astimezone(UTC) >= expires_at.astimezone(UTC):
         decision = _unlicensed(
             State.EXPIRED,
             f"trial licence {reading.serial} expired at {expires_at.isoformat()}",
