@@ -143,7 +143,9 @@ def _warning_messages(
 ) -> tuple[Message, ...]:
     found: list[Message] = []
     if licence.valid_until is not None:
-        left = days_left(licence.valid_until, today)
+        # Between midnight and 00:00:01 after the last valid day the trial still
+        # runs, and "0 days left" read as already over: it is the last day yet.
+        left = max(days_left(licence.valid_until, today), 1)
         if _within(left, warnings.trial_days):
             found.append(messages.trial_ending(licence.valid_until, left))
 
