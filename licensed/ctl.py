@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import structlog
 
@@ -50,8 +50,6 @@ exit codes:
      missing, file not writable, removal not confirmed"""
 
 Handler = Callable[[Config, argparse.Namespace], int]
-if TYPE_CHECKING:
-    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineErrorParser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
@@ -78,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"configuration file (default: ${config_module.ENVIRONMENT_VARIABLE}, "
         f"else {config_module.DEFAULT_PATH})",
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="licensectl",
         description="Install, remove and show the licence of this Assistant server.",
         epilog=EXIT_CODES,
@@ -90,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remove(commands, common)
     _add_show(commands, common)
     return parser
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[OneLineErrorParser]
 
 
 def configure_logging() -> None:
@@ -119,7 +128,7 @@ def _warn(text: str, end: str = "\n") -> None:
     sys.stderr.flush()
 
 
-def _add_install(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_install(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "install",
         parents=[common],
@@ -140,7 +149,7 @@ def _add_install(commands: _Commands, common: argparse.ArgumentParser) -> None:
     sub.set_defaults(handler=_install)
 
 
-def _add_remove(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_remove(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "remove",
         parents=[common],
@@ -158,7 +167,7 @@ def _add_remove(commands: _Commands, common: argparse.ArgumentParser) -> None:
     sub.set_defaults(handler=_remove)
 
 
-def _add_show(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_show(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "show",
         parents=[common],

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from licensed import config as config_module
+from licensed.ctl import OneLineErrorParser
 from licensed.errors import ConfigError, InvalidLicence, KeyringError
 from licensed.fsio import read_bounded, write_atomic
 from licensed.keyring import (
@@ -71,7 +72,7 @@ from licensed.licence_file import (
 )
 
 if TYPE_CHECKING:
-    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    _Commands = argparse._SubParsersAction[OneLineErrorParser]
 
 EXIT_OK = 0
 EXIT_INVALID_LICENCE = 1
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineErrorParser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file; verify takes the trusted keys from it when "
         "neither --public-key nor --keys-dir is given",
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="licensed-vendor",
         description="Make vendor keys, issue and verify licence files.",
         epilog=EXIT_CODES,
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- keygen ---------------------------------------------------------------------
 
 
-def _add_keygen(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_keygen(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "keygen",
         parents=[common],
@@ -274,7 +275,7 @@ def _public_pem(key: Ed25519PrivateKey) -> bytes:
 # --- issue ----------------------------------------------------------------------
 
 
-def _add_issue(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_issue(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "issue",
         parents=[common],
@@ -534,7 +535,7 @@ def _read_back(path: Path, keyring: Keyring, expected: Licence) -> SignedLicence
 # --- verify ---------------------------------------------------------------------
 
 
-def _add_verify(commands: _Commands, common: argparse.ArgumentParser) -> None:
+def _add_verify(commands: _Commands, common: OneLineErrorParser) -> None:
     sub = commands.add_parser(
         "verify",
         parents=[common],
