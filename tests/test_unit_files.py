@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 UNITS = REPO / "units"
 SERVICE = UNITS / "licensed.service"
 REMOTE_DROPIN = UNITS / "remote-database.conf.example"
+MASK_HELPER = UNITS / "licensed-mask@.service"
 CHECK_SCRIPT = REPO / "scripts" / "check-unit-security"
 MAX_EXPOSURE = 1.5
 
@@ -178,6 +179,28 @@ def test_unit_passes_systemd_analyze_verify_without_warnings(tmp_path: Path) -> 
 
 
 @pytest.mark.usefixtures("systemd_analyze")
+def test_mask_helper_instance_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """If an instance of licensed-mask@.service is verified, verify says nothing."""
+    shutil.copy(MASK_HELPER, tmp_path)
+
+    result = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            "licensed-mask@assistant-smd.service",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.usefixtures("systemd_analyze")
 def test_check_script_accepts_the_unit() -> None:
     """If CI runs check-unit-security on the unit, it passes."""
     result = subprocess.run(
@@ -239,7 +262,9 @@ def test_every_remaining_penalty_is_explained_in_a_comment() -> None:
     assert [name for name in penalties if name not in comments] == []
 
 
-@pytest.mark.parametrize("path", [SERVICE, REMOTE_DROPIN], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [SERVICE, REMOTE_DROPIN, MASK_HELPER], ids=lambda p: p.name
+)
 def test_every_relaxed_setting_has_a_comment(path: Path) -> None:
     """If a shipped setting is weaker than the strictest value, a comment is above."""
     text = path.read_text()
