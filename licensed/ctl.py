@@ -222,8 +222,9 @@ def _print_installed(result: installing.Installed, config: Config) -> None:
     _say(f"  Replaces: {_describe(result.previous)}")
     if result.expired:
         _warn(
-            f"Warning: this trial expired at {result.expires_at}; once installed "
-            f"the system behaves as expired (no SMD, no SfB function)"
+            f"Warning: this trial expired at "
+            f"{showing.format_instant(result.expires_at, zone)}; once installed the "
+            f"system behaves as expired (no SMD, no SfB function)"
         )
     if result.audit_error is not None:
         _warn(f"Warning: {result.audit_error}")

@@ -24,9 +24,11 @@ and ``previous_type`` of what was installed before (``None`` for nothing, type
 ``"invalid"`` for a file that failed validation), ``path`` and ``user``. A failed
 record does not undo the change; it is returned for the command line to report.
 
-Limitations: the file gets the installing process's group. For members of the
-admin group to read it (``licensectl show``), its folder should be setgid to that
-group, which the package sets up.
+The installed file is given to the admin group (when that group exists), so its
+members can read it with ``licensectl show`` while others cannot.
+
+Limitations: the group is set just after the rename, so for a moment the new file
+carries the installing process's group; it is complete and read-only either way.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def install(
         return result
 
     _write(config.licence_file, signed.data)
+    _share_with_admins(config.licence_file, config.admin_group)
     log.info("licence_file_written", path=str(config.licence_file))
     return _with_audit(result, config)
 
@@ -220,6 +223,22 @@ def _write(path: Path, data: bytes) -> None:
             f"cannot write {path}: {exc.strerror or exc}; the installed licence "
             f"is unchanged. Run as root, or check that {path.parent} is writable"
         ) from exc
+
+
+def _share_with_admins(path: Path, group: str) -> None:
+    """Give the file to the admin group, so its members can ``show`` it (0640)."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return
+    try:
+        os.chown(path, -1, gid, follow_symlinks=False)
+    except OSError as exc:
+        # The licence is installed and the daemon (root) reads it; only the
+        # admins' read access is missing, which is worth a warning, not a failure.
+        log.warning(
+            "licence_group_not_set", path=str(path), group=group, error=str(exc)
+        )
 
 
 def _with_audit(result: Installed, config: Config) -> Installed:

@@ -240,7 +240,10 @@ def test_an_expired_trial_installs_with_a_warning(server: Server) -> None:
     result = server.licensectl("install", source)
 
     assert result.code == 0, result.stderr
-    assert "Warning: this trial expired at 2020-02-01 00:00:01+01:00" in result.stderr
+    assert (
+        "Warning: this trial expired at 2020-02-01T00:00:01+01:00 (Europe/Zurich)"
+        in result.stderr
+    )
     assert "behaves as expired" in result.stderr
     assert digest(server.licence_file) == digest(source)
 
@@ -419,6 +422,21 @@ def test_a_member_of_the_admin_group_may_install(open_folder: Path) -> None:
     assert result.code == 0, result.stderr
     assert digest(server.licence_file) == digest(source)
     assert server.audit()[0]["user"] == pwd.getpwuid(NOBODY).pw_name
+
+
+def test_the_installed_licence_is_readable_by_the_admin_group(
+    open_folder: Path,
+) -> None:
+    """If root installs, the file belongs to the admin group, whose members show it."""
+    server = Server(open_folder, admin_group=grp.getgrgid(100).gr_name)
+
+    installed = server.licensectl("install", server.licence(make_licence()))
+    shown = server.licensectl("show", prefix=as_nobody("100"))
+
+    assert installed.code == 0, installed.stderr
+    assert server.licence_file.stat().st_gid == 100
+    assert shown.code == 0, shown.stderr
+    assert "licensed (full licence AST-0001)" in shown.stdout
 
 
 # --- remove ----------------------------------------------------------------------
