@@ -27,6 +27,7 @@ PROTECTED_UNITS = ("assistant-core.service",)
 """Units licensed never stops, whatever the configuration says."""
 
 T = TypeVar("T")
+_MAX_SECONDS = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,14 @@ class _Reader:
         if value < minimum:
             raise ConfigError(
                 f"{self._where}: key {key!r} = {value!r}: must be at least {minimum}"
+            )
+        # TOML has nan and inf, which passed the check above, and integers too big
+        # for a float, which raised OverflowError here; a huge finite value later
+        # overflowed datetime arithmetic in the daemon. Bound it at a year.
+        if not value <= _MAX_SECONDS:
+            raise ConfigError(
+                f"{self._where}: key {key!r} = {value!r}: expected a number of seconds "
+                f"of at most {_MAX_SECONDS:.0f} (a year)"
             )
         return float(value)
 
