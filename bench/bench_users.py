@@ -1,14 +1,18 @@
 """How long counting users takes, with and without the recommended index.
 
-Starts its own throw-away PostgreSQL, loads N persons (default 1 000 000) with a
-mix of flags, runs ``VACUUM ANALYZE`` (so the visibility map is set and index-only
-scans need not visit the table), then times ``UserCounter.count()`` end to end,
-client round trip included, for each index variant:
+Starts its own throw-away PostgreSQL and builds one copy of the default schema per
+variant, each in its own PostgreSQL schema with the same N persons (default
+1 000 000) and mix of flags:
 
 - no index: the table is scanned;
 - a partial index on ``id``: the index holds one 16-byte entry per user;
 - the recommended partial index on a constant key: every key is equal, so B-tree
   deduplication packs the users into posting lists about a third of that size.
+
+Each copy gets ``VACUUM ANALYZE`` after loading, so the visibility map is set and
+index-only scans need not visit the table. It then times ``UserCounter.count()`` end
+to end, client round trip included, taking the variants in turn within every round,
+so that load from other processes on the machine falls on all of them alike.
 
 The goal is a median of at most 50 ms for 1 000 000 persons with the recommended
 index; the exit status is 1 when it is missed (not in ``--quick`` mode).
@@ -31,10 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from licensed.users import DEFAULT_QUERY, DEFAULT_SCHEMA, RECOMMENDED_INDEX, UserCounter
+from licensed.users import (
+    DEFAULT_QUERY,
+    DEFAULT_SCHEMA,
+    RECOMMENDED_INDEX,
+    UserCounter,
+)
 from tests.harness.postgres import ThrowawayPostgres
 
 GOAL_MS = 50.0
@@ -48,15 +58,32 @@ SELECT i, b < {users} * 0.60 OR b >= {users} * 0.75 AND b < {users},
           b >= {users} * 0.60 AND b < {users}
 FROM generate_series(1, {persons}) AS i,
      LATERAL (SELECT (i::bigint * 7919) % 1000 AS b) AS bucket;
-VACUUM ANALYZE persons;
 """
-VARIANTS = {
-    "no index": None,
-    "partial on (id)": "CREATE INDEX persons_users_idx ON persons (id)"
-    " WHERE assistant_enabled OR ma_enabled",
-    "partial on ((true)), recommended": RECOMMENDED_INDEX,
-}
+ID_INDEX = """\
+CREATE INDEX persons_users_idx ON persons (id)
+    WHERE assistant_enabled OR ma_enabled;
+"""
 RECOMMENDED = "partial on ((true)), recommended"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One copy of the schema: its name, PostgreSQL schema and index."""
+
+    name: str
+    schema: str
+    index: str | None
+
+    def script(self, sql: str) -> str:
+        """``sql`` prefixed so that it runs against this variant's tables."""
+        return f"SET search_path = {self.schema};\n{sql}"
+
+
+VARIANTS = (
+    Variant("no index", "no_index", None),
+    Variant("partial on (id)", "id_index", ID_INDEX),
+    Variant(RECOMMENDED, "constant_index", RECOMMENDED_INDEX),
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     with ThrowawayPostgres() as pg:
-        users = _load(pg, args.persons, args.users_share)
+        users = {_build(pg, v, args.persons, args.users_share) for v in VARIANTS}
         print(
-            f"{args.persons} persons, {users} users, {args.runs} runs per variant, "
-            f"load average {os.getloadavg()[0]:.2f}"
+            f"{args.persons} persons, {users.pop()} users, {args.runs} runs per "
+            f"variant, load average {os.getloadavg()[0]:.2f}"
         )
-        results = [_measure(pg, name, ddl, args) for name, ddl in VARIANTS.items()]
+        timings = _time_rounds(pg, args.runs)
+        results = [_result(pg, v, timings[v], args.explain) for v in VARIANTS]
 
     _print_table(results)
     return _verdict(results, args.quick)
@@ -104,39 +132,36 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _load(pg: ThrowawayPostgres, persons: int, users_share: float) -> int:
-    pg.psql(DEFAULT_SCHEMA)
-    pg.psql(LOAD.format(persons=persons, users=round(users_share * 1000)))
-    return int(pg.psql(DEFAULT_QUERY))
+def _build(
+    pg: ThrowawayPostgres, variant: Variant, persons: int, users_share: float
+) -> int:
+    """Create and load the variant's copy; return how many users it holds."""
+    load = LOAD.format(persons=persons, users=round(users_share * 1000))
+    script = f"CREATE SCHEMA {variant.schema};\n{DEFAULT_SCHEMA}{load}"
+    pg.psql(variant.script(script + (variant.index or "")))
+    # VACUUM cannot run inside the script's implicit transaction.
+    pg.psql(variant.script("VACUUM ANALYZE persons"))
+    return int(pg.psql(variant.script(DEFAULT_QUERY)).strip())
 
 
-def _measure(
-    pg: ThrowawayPostgres, variant: str, ddl: str | None, args: argparse.Namespace
-) -> Result:
-    pg.psql("DROP INDEX IF EXISTS persons_users_idx")
-    if ddl is not None:
-        pg.psql(ddl)
-        pg.psql("VACUUM ANALYZE persons")
-    plan = _plan(pg, args.explain, variant)
-    size = pg.psql(
-        "SELECT coalesce(pg_size_pretty(pg_relation_size("
-        "to_regclass('persons_users_idx'))), '-')"
-    )
-
-    timings = sorted(_time_counts(pg, args.runs))
-    return Result(
-        variant, size.strip(), plan, statistics.median(timings), _p99(timings)
-    )
-
-
-def _time_counts(pg: ThrowawayPostgres, runs: int) -> list[float]:
-    counter = UserCounter(pg.conninfo())
+def _time_rounds(pg: ThrowawayPostgres, runs: int) -> dict[Variant, list[float]]:
+    counters = {v: UserCounter(_conninfo(pg, v)) for v in VARIANTS}
     try:
-        for _ in range(WARMUP_RUNS):
-            counter.count()
-        return [_time_one(counter) for _ in range(runs)]
+        for counter in counters.values():
+            for _ in range(WARMUP_RUNS):
+                counter.count()
+        rounds = [[_time_one(c) for c in counters.values()] for _ in range(runs)]
     finally:
-        counter.close()
+        for counter in counters.values():
+            counter.close()
+    return {
+        v: sorted(column)
+        for v, column in zip(VARIANTS, zip(*rounds, strict=True), strict=True)
+    }
+
+
+def _conninfo(pg: ThrowawayPostgres, variant: Variant) -> str:
+    return make_conninfo(pg.conninfo(), options=f"-c search_path={variant.schema}")
 
 
 def _time_one(counter: UserCounter) -> float:
@@ -145,12 +170,25 @@ def _time_one(counter: UserCounter) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def _plan(pg: ThrowawayPostgres, show: bool, variant: str) -> str:
+def _result(
+    pg: ThrowawayPostgres, variant: Variant, timings: list[float], explain: bool
+) -> Result:
+    size = pg.psql(
+        "SELECT coalesce(pg_size_pretty(pg_relation_size("
+        f"to_regclass('{variant.schema}.persons_users_idx'))), '-')"
+    )
+    plan = _plan(pg, variant, explain)
+    return Result(
+        variant.name, size.strip(), plan, statistics.median(timings), _p99(timings)
+    )
+
+
+def _plan(pg: ThrowawayPostgres, variant: Variant, show: bool) -> str:
     if show:
-        text = pg.psql(f"EXPLAIN (ANALYZE, BUFFERS) {DEFAULT_QUERY}")
-        print(f"--- {variant}\n{text}")
-    document = json.loads(pg.psql(f"EXPLAIN (FORMAT JSON) {DEFAULT_QUERY}"))
-    return _scan_node(document[0]["Plan"])
+        text = pg.psql(variant.script(f"EXPLAIN (ANALYZE, BUFFERS) {DEFAULT_QUERY}"))
+        print(f"--- {variant.name}\n{text}")
+    plan = pg.psql(variant.script(f"EXPLAIN (FORMAT JSON) {DEFAULT_QUERY}"))
+    return _scan_node(json.loads(plan)[0]["Plan"])
 
 
 def _scan_node(node: dict[str, object]) -> str:
