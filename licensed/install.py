@@ -105,8 +105,11 @@ def permission_problem(config: Config) -> str | None:
 
 
 def read_installed(path: Path, keyring: Keyring) -> InstalledReading:
-    """Read and validate the installed licence file."""
-    if not os.path.lexists(path):
+    """Read and validate the installed licence file.
+
+    Nothing at ``path`` (or a dangling symlink) is ``Missing``, as the daemon sees it.
+    """
+    if not path.exists():
         return Missing()
     try:
         return read_licence_file(path, keyring)
@@ -119,7 +122,7 @@ def load_installed(config: Config) -> InstalledReading:
     try:
         keyring = Keyring.load(config.keys_dir)
     except KeyringError as exc:
-        if not os.path.lexists(config.licence_file):
+        if not config.licence_file.exists():
             return Missing()
         return Rejected(str(exc))
     return read_installed(config.licence_file, keyring)
