@@ -19,7 +19,6 @@ from tests.harness.systemd import (
     wait_until,
 )
 
-pytest_plugins = ["tests.harness.fixtures_systemd"]
 pytestmark = pytest.mark.systemd
 
 SMD = "assistant-smd.service"
@@ -318,6 +317,18 @@ def test_the_sandbox_leaves_no_cgroup_process_or_folder_behind(
     assert not Path(f"/proc/{pid}").exists()
     assert not cgroup.exists()
     assert not workdir.exists()
+
+
+def test_starting_a_running_sandbox_changes_nothing(
+    systemd_sandbox: SandboxedSystemd,
+) -> None:
+    """If start() is called on a running sandbox, the same systemd keeps running."""
+    pid = systemd_sandbox.pid
+
+    systemd_sandbox.start()
+
+    assert systemd_sandbox.pid == pid
+    assert systemd_sandbox.is_active(SMD) == "active"
 
 
 def test_the_sandbox_can_run_journald(make_systemd_sandbox: SandboxFactory) -> None:

@@ -5,8 +5,7 @@ A sandbox is ready in 0.15-0.3 s and gone in 0.1 s, so every test gets its own
 ``make_systemd_sandbox`` builds one with extra units or writable folders; everything
 it built is torn down after the test, whether it passed or not.
 
-Register with ``pytest_plugins = ["tests.harness.fixtures_systemd"]`` in a conftest
-or import the fixtures into the test module.
+``tests/conftest.py`` registers this module with ``pytest_plugins``.
 """
 
 from __future__ import annotations

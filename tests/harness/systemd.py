@@ -236,9 +236,13 @@ class SandboxedSystemd:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, timeout: float = _START_TIMEOUT_S) -> SandboxedSystemd:
-        """Launch systemd and return once it is ready (see ``wait_ready``)."""
-        if self._ns is not None:
-            raise SystemdHarnessError("this sandbox is already started")
+        """Launch systemd and return once it is ready (see ``wait_ready``).
+
+        Starting a running sandbox does nothing, so ``with SandboxedSystemd() as s:``
+        followed by ``s.start()`` is harmless.
+        """
+        if self._ns is not None and self._ns.alive():
+            return self
 
         self.workdir = Path(tempfile.mkdtemp(prefix="licensed-systemd-"))
         state = _Leftovers(self.workdir)
