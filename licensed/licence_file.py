@@ -173,7 +173,9 @@ def _check_text(data: bytes) -> None:
 def _parse_block(block: bytes) -> tuple[str, bytes]:
     try:
         fields = tomllib.loads(block.decode("ascii"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+    # Not only TOMLDecodeError: int()'s digit limit raises a plain ValueError and
+    # deep nesting a RecursionError, both from this unsigned text.
+    except (ValueError, RecursionError):
         raise InvalidLicence("the signature block is malformed") from None
     key_id = fields.get("key_id")
     encoded = fields.get("ed25519")
