@@ -98,7 +98,9 @@ def parse_body(body: bytes) -> Licence:
         document = tomllib.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidLicence(f"the body is not UTF-8 text ({exc.reason})") from exc
-    except tomllib.TOMLDecodeError as exc:
+    # Not only TOMLDecodeError: int()'s digit limit raises a plain ValueError and
+    # deep nesting a RecursionError.
+    except (ValueError, RecursionError) as exc:
         raise InvalidLicence(f"the body is not valid licence text: {exc}") from exc
 
     _check_format(document)
@@ -159,6 +161,12 @@ def _check_consistency(licence: Licence) -> None:
         raise InvalidLicence(
             f"a full licence never expires but has valid_until = "
             f"{licence.valid_until.isoformat()}; issue it as a trial or without it"
+        )
+    # The expiry instant is the day after valid_until, which does not exist here.
+    if licence.valid_until == date.max:
+        raise InvalidLicence(
+            f"valid_until = {date.max.isoformat()} has no day after it to expire on; "
+            f"issue a full licence instead"
         )
     if licence.over_licence_limit < licence.users:
         raise InvalidLicence(
