@@ -7,24 +7,25 @@ message appears here.
 
 ``document`` builds one JSON-ready dictionary; the text view is rendered from it,
 so both always carry the same content. The JSON keys are snake_case and stable;
-dates and instants are ISO 8601, instants with their UTC offset::
+dates and instants are ISO 8601, instants with their UTC offset. The ``licence``
+and ``messages`` parts have the layout of the daemon's status file (built by the
+same ``licensed.status`` functions), so scripts read both alike::
 
     {"licence_file", "checked_at", "state", "reason", "components_run",
-     "expires_at", "zone", "error",
-     "licence": null | {"serial", "issued", "product", "type", "valid_until",
+     "expires_at", "timezone", "error",
+     "licence": null | {"serial", "type", "issued", "product", "valid_until",
                         "key_id",
-                        "general": {"system_name", "company", "primary_sip_domain",
+                        "general": {"system", "company", "primary_sip_domain",
                                     "sfb_server_version", "contact_person",
-                                    "location"},
+                                    "location", "license_type", "valid_until"},
                         "components": [{"name", "quantity"}],
                         "support": {"contract", "valid_until"},
-                        "users": {"licensed", "over_licence_limit"}},
+                        "user": {"licensed", "over_licence_limit"}},
      "messages": [{"id", "audience", "text"}]}
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import date, datetime
 from typing import Any
 
@@ -32,12 +33,13 @@ from licensed.config import Config
 from licensed.decision import Decision, Rejected, State, Warnings, evaluate
 from licensed.install import InstalledReading
 from licensed.licence_file import SignedLicence
+from licensed.status import licence_view, message_view
 
 UNLICENSED_STATES = (State.MISSING, State.INVALID)
 """States in which ``show`` exits non-zero: there is no usable licence file."""
 
 _GENERAL_LABELS = (
-    ("system_name", "System"),
+    ("system", "System"),
     ("company", "Company"),
     ("primary_sip_domain", "Primary SIP Domain"),
     ("sfb_server_version", "SfB Server Version"),
@@ -59,13 +61,14 @@ def document(
         "reason": decision.reason,
         "components_run": decision.components_run,
         "expires_at": _iso(decision.expires_at),
-        "zone": str(config.zone),
+        "timezone": str(config.zone),
         "error": reading.reason if isinstance(reading, Rejected) else None,
-        "licence": _licence(reading) if isinstance(reading, SignedLicence) else None,
-        "messages": [
-            {"id": m.id, "audience": m.audience.value, "text": m.text}
-            for m in decision.messages
-        ],
+        "licence": (
+            licence_view(reading.licence, reading.key_id)
+            if isinstance(reading, SignedLicence)
+            else None
+        ),
+        "messages": [message_view(m) for m in decision.messages],
     }
 
 
@@ -100,38 +103,13 @@ def _decide(config: Config, reading: InstalledReading, now: datetime) -> Decisio
     return evaluate(licence, now, config.zone, users=None, warnings=warnings)
 
 
-def _licence(signed: SignedLicence) -> dict[str, Any]:
-    licence = signed.licence
-    return {
-        "serial": licence.serial,
-        "issued": licence.issued.isoformat(),
-        "product": licence.product,
-        "type": licence.type.value,
-        "valid_until": _iso(licence.valid_until),
-        "key_id": signed.key_id,
-        "general": dataclasses.asdict(licence.general),
-        "components": [
-            {"name": name, "quantity": quantity}
-            for name, quantity in licence.components
-        ],
-        "support": {
-            "contract": licence.support.contract,
-            "valid_until": licence.support.valid_until.isoformat(),
-        },
-        "users": {
-            "licensed": licence.users,
-            "over_licence_limit": licence.over_licence_limit,
-        },
-    }
-
-
 def _licence_lines(licence: dict[str, Any], path: str) -> list[str]:
     general = licence["general"]
     lines = ["General"]
     lines += [_row(label, general[key]) for key, label in _GENERAL_LABELS]
     lines.append(_row("License Type", licence["type"].capitalize()))
-    if licence["valid_until"] is not None:
-        lines.append(_row("Valid until", licence["valid_until"]))
+    if general["valid_until"] is not None:
+        lines.append(_row("Valid until", general["valid_until"]))
 
     lines += ["", "Components"]
     lines += [_row(c["name"], c["quantity"]) for c in licence["components"]]
@@ -142,8 +120,8 @@ def _licence_lines(licence: dict[str, Any], path: str) -> list[str]:
         _row("Valid until", licence["support"]["valid_until"]),
         "",
         "User",
-        _row("Licensed quantity", licence["users"]["licensed"]),
-        _row("Over License Limit", licence["users"]["over_licence_limit"]),
+        _row("Licensed quantity", licence["user"]["licensed"]),
+        _row("Over License Limit", licence["user"]["over_licence_limit"]),
         "",
         "Licence file",
         _row("Serial", licence["serial"]),
@@ -172,7 +150,7 @@ def _state_lines(view: dict[str, Any]) -> list[str]:
 def _expiry_text(view: dict[str, Any], expires_at: datetime | None) -> str:
     if view["licence"] is None:
         return "-"
-    return format_instant(expires_at, view["zone"])
+    return format_instant(expires_at, view["timezone"])
 
 
 def _row(label: str, value: object) -> str:
