@@ -53,19 +53,23 @@ cp "$1/50-licensed.rules" /etc/polkit-1/rules.d/50-licensed.rules
 """
 
 
-def _sandbox(make: SandboxFactory, rule_text: str) -> SandboxedSystemd:
+def prepared_sandbox(
+    make: SandboxFactory, rule_text: str, extra_units: dict[str, str] | None = None
+) -> SandboxedSystemd:
+    """Start a sandbox with polkitd, the users, folders and ``rule_text`` in place."""
     require_polkitd()
     sandbox = make(
         extra_units={
             "polkit.service": HOST_POLKIT_UNIT.read_text(),
             "licensed-mask@.service": (UNITS / "licensed-mask@.service").read_text(),
+            **(extra_units or {}),
         }
     )
     assert sandbox.workdir is not None
     for name in ["licensed.sysusers", "licensed.tmpfiles"]:
         shutil.copy(UNITS / name, sandbox.workdir / name)
     (sandbox.workdir / "50-licensed.rules").write_text(rule_text)
-    _inside(sandbox, ["sh", "-c", PREPARE, "sh", str(sandbox.workdir)], check=True)
+    inside(sandbox, ["sh", "-c", PREPARE, "sh", str(sandbox.workdir)], check=True)
     return sandbox
 
 
@@ -77,9 +81,10 @@ def require_polkitd() -> None:
     )
 
 
-def _inside(
+def inside(
     sandbox: SandboxedSystemd, command: list[str], check: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in the sandbox's namespaces."""
     return subprocess.run(
         ["nsenter", "-t", str(sandbox.pid), "-a", *command],
         capture_output=True,
@@ -92,7 +97,7 @@ def _inside(
 def as_daemon(sandbox: SandboxedSystemd, method: str, *args: str) -> str:
     """Call a systemd Manager method as the user ``licensed``; return the outcome."""
     setpriv = ["setpriv", "--reuid=licensed", "--regid=licensed", "--init-groups"]
-    result = _inside(sandbox, [*setpriv, "busctl", "call", *MANAGER, method, *args])
+    result = inside(sandbox, [*setpriv, "busctl", "call", *MANAGER, method, *args])
     return "ok" if result.returncode == 0 else result.stderr.strip()
 
 
@@ -104,7 +109,7 @@ def wait_for_state(sandbox: SandboxedSystemd, unit: str, state: str) -> None:
 @pytest.fixture
 def sandbox(make_systemd_sandbox: SandboxFactory) -> SandboxedSystemd:
     """A sandbox with the rule as shipped."""
-    return _sandbox(make_systemd_sandbox, RULE.read_text())
+    return prepared_sandbox(make_systemd_sandbox, RULE.read_text())
 
 
 def test_daemon_may_stop_and_start_a_component_unit(
@@ -170,7 +175,7 @@ def test_unit_file_rights_would_open_every_unit(
     rule = RULE.read_text().replace(
         "var UNIT_FILE_RIGHTS = false;", "var UNIT_FILE_RIGHTS = true;"
     )
-    sandbox = _sandbox(make_systemd_sandbox, rule)
+    sandbox = prepared_sandbox(make_systemd_sandbox, rule)
 
     outcome = as_daemon(sandbox, "StopUnit", "ss", "assistant-core.service", "replace")
 
