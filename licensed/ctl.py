@@ -1,13 +1,15 @@
 """``licensectl``: the administrator's command line on the server.
 
 Commands: ``install FILE`` (validate and install a licence file), ``remove``
-(delete the installed licence) and ``show`` (the *License Information* view). This
-module parses options, asks, prints and picks exit codes; what the commands do to
-the licence file lives in ``licensed.install`` and ``licensed.show``.
+(delete the installed licence) and ``show`` (the *License Information* view) work
+on the files alone; ``status`` and ``check`` ask the running daemon over its
+control socket (``licensed.control``). This module parses options, asks, prints
+and picks exit codes; what the commands do to the licence file lives in
+``licensed.install`` and ``licensed.show``.
 
 Expected errors print one line on stderr and exit with a code from the table in
-``EXIT_CODES``; only a bug produces a traceback. The daemon is never contacted: it
-watches the licence folder and reacts to changes by itself.
+``EXIT_CODES``; only a bug produces a traceback. Install and remove never contact
+the daemon: it watches the licence folder and reacts to changes by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 import structlog
 
 from licensed import config as config_module
+from licensed import control
 from licensed import install as installing
 from licensed import show as showing
 from licensed.config import Config
@@ -37,6 +40,7 @@ EXIT_CONFIG = 2
 EXIT_NO_LICENCE = 3
 EXIT_NOT_PERMITTED = 4
 EXIT_REFUSED = 5
+EXIT_NO_DAEMON = 6
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = f"""\
@@ -47,7 +51,11 @@ exit codes:
   {EXIT_NO_LICENCE}  show: no licence installed, or the installed one is invalid
   {EXIT_NOT_PERMITTED}  not permitted: run as root or a member of the admin group
   {EXIT_REFUSED}  refused or failed: downgrade without --force, licence folder
-     missing, file not writable, removal not confirmed"""
+     missing, file not writable, removal not confirmed
+  {EXIT_NO_DAEMON}  status/check: the licensed daemon does not answer"""
+
+_DAEMON_TIMEOUT_S = 10.0
+"""A check may wait on systemd; the daemon answers once it is done."""
 
 Handler = Callable[[Config, argparse.Namespace], int]
 
@@ -87,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_install(commands, common)
     _add_remove(commands, common)
     _add_show(commands, common)
+    _add_daemon_command(commands, common, "status", "show the daemon's status")
+    _add_daemon_command(commands, common, "check", "make the daemon check now")
     return parser
 
 
@@ -180,6 +190,23 @@ def _add_show(commands: _Commands, common: OneLineErrorParser) -> None:
     )
     sub.add_argument("--json", action="store_true", help="print a JSON document")
     sub.set_defaults(handler=_show)
+
+
+def _add_daemon_command(
+    commands: _Commands, common: OneLineErrorParser, name: str, summary: str
+) -> None:
+    sub = commands.add_parser(
+        name,
+        parents=[common],
+        help=summary,
+        description=f"{summary.capitalize()}, over its control socket "
+        f"(control_socket), and print its status document: state, user count, "
+        f"components, messages and errors. Needs the daemon; 'show' does not.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--json", action="store_true", help="print the JSON document")
+    sub.set_defaults(handler=_ask_daemon, command=name)
 
 
 def _install(config: Config, args: argparse.Namespace) -> int:
@@ -296,6 +323,40 @@ def _show(config: Config, args: argparse.Namespace) -> int:
         _say(showing.render_text(view), end="")
     unlicensed = view["state"] in showing.UNLICENSED_STATES
     return EXIT_NO_LICENCE if unlicensed else EXIT_OK
+
+
+def _ask_daemon(config: Config, args: argparse.Namespace) -> int:
+    path = config.control_socket
+    try:
+        document = control.ask(path, args.command, timeout=_DAEMON_TIMEOUT_S)
+    except PermissionError:
+        return fail(
+            f"no access to the daemon's socket {path}: only root and members of "
+            f"{config.admin_group!r} may ask; run it with sudo",
+            EXIT_NOT_PERMITTED,
+        )
+    except (OSError, ValueError) as exc:
+        return fail(
+            f"the licensed daemon does not answer on {path} ({_why(exc)}); is it "
+            f"running? See 'systemctl status licensed'. 'licensectl show' reads "
+            f"the licence without it",
+            EXIT_NO_DAEMON,
+        )
+    if "error" in document and "state" not in document:
+        return fail(f"the daemon refused: {document['error']}", EXIT_NO_DAEMON)
+
+    if args.json:
+        _say(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        _say(showing.render_daemon_status(document), end="")
+    unlicensed = document.get("state") in showing.UNLICENSED_STATES
+    return EXIT_NO_LICENCE if unlicensed else EXIT_OK
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _describe(reading: installing.InstalledReading) -> str:

@@ -87,6 +87,31 @@ def render_text(view: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_daemon_status(status: dict[str, Any]) -> str:
+    """The daemon's status document (``licensectl status``) as text."""
+    licence = status.get("licence")
+    lines = [
+        f"licensed daemon: checked {status.get('checked_at')}, next check "
+        f"{status.get('next_check') or '-'}",
+        "",
+        _row("State", f"{status.get('state')} ({status.get('reason')})"),
+        _row("Expires", _daemon_expiry(status)),
+        _row("Licence", _licence_summary(licence)),
+        _row("Users", _users_summary(status.get("users") or {})),
+    ]
+    lines += [_component_row(c) for c in status.get("components") or []]
+    lines += _message_rows(status.get("messages") or [])
+    lines += [
+        _row(
+            f"Error ({e.get('source')})", f"{e.get('message')} (since {e.get('since')})"
+        )
+        for e in status.get("errors") or []
+    ]
+    if (status.get("clock") or {}).get("set_back"):
+        lines.append(_row("Clock", "set back behind the last time seen"))
+    return "\n".join(lines) + "\n"
+
+
 def format_instant(instant: datetime | None, zone_name: str) -> str:
     """An expiry instant with its UTC offset and zone, or 'does not expire'."""
     if instant is None:
@@ -141,10 +166,56 @@ def _state_lines(view: dict[str, Any]) -> list[str]:
         _row("State", f"{view['state']} ({view['reason']})"),
         _row("Expires", _expiry_text(view, expires_at)),
     ]
-    for message in view["messages"]:
-        text = message["text"].replace("\n", "\n" + " " * (_WIDTH + 2))
-        lines.append(_row(f"Message ({message['audience']})", text))
-    return lines
+    return lines + _message_rows(view["messages"])
+
+
+def _message_rows(messages: list[dict[str, str]]) -> list[str]:
+    indent = "\n" + " " * (_WIDTH + 2)
+    return [
+        _row(f"Message ({m['audience']})", m["text"].replace("\n", indent))
+        for m in messages
+    ]
+
+
+def _daemon_expiry(status: dict[str, Any]) -> str:
+    if status.get("licence") is None:
+        return "-"
+    instant = status.get("expires_at")
+    parsed = datetime.fromisoformat(instant) if instant else None
+    return format_instant(parsed, str(status.get("timezone")))
+
+
+def _licence_summary(licence: dict[str, Any] | None) -> str:
+    if licence is None:
+        return "none"
+    company = (licence.get("general") or {}).get("company")
+    return f"{licence.get('type')} licence {licence.get('serial')}, {company}"
+
+
+def _users_summary(users: dict[str, Any]) -> str:
+    if users.get("counting") == "off":
+        return "not counted (no database configured)"
+    actual = users.get("actual")
+    figure = "not counted yet" if actual is None else f"{actual} users"
+    text = (
+        f"{figure}; licensed {users.get('licensed')}, Over License Limit "
+        f"{users.get('over_licence_limit')}"
+    )
+    if users.get("stale"):
+        text += " (stale)"
+    if users.get("error"):
+        text += f"; last count failed: {users['error']}"
+    return text
+
+
+def _component_row(component: dict[str, Any]) -> str:
+    text = (
+        f"{component.get('unit')}: required {component.get('required')}, "
+        f"actual {component.get('actual')}"
+    )
+    if component.get("error"):
+        text += f" ({component['error']})"
+    return _row(f"Component {component.get('name')}", text)
 
 
 def _expiry_text(view: dict[str, Any], expires_at: datetime | None) -> str:

@@ -77,6 +77,7 @@ class Server:
         self.licence_file = self.root / "etc" / "licence.lic"
         self.keys_dir = self.root / "etc" / "keys"
         self.state_dir = self.root / "state"
+        self.control_socket = self.root / "run" / "control.sock"
         self.licence_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.vendor = Vendor(self.keys_dir)
@@ -89,6 +90,7 @@ class Server:
             "keys_dir": str(self.keys_dir),
             "state_dir": str(self.state_dir),
             "status_file": str(self.root / "run" / "status.json"),
+            "control_socket": str(self.control_socket),
             "timezone": self.zone,
             "admin_group": self.admin_group,
             **overrides,
