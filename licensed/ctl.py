@@ -48,7 +48,7 @@ exit codes:
   {EXIT_OK}  done
   {EXIT_INVALID_LICENCE}  the licence file is invalid ("Invalid Licence File: <reason>")
   {EXIT_CONFIG}  bad usage, unusable configuration or trusted-key folder
-  {EXIT_NO_LICENCE}  show: no licence installed, or the installed one is invalid
+  {EXIT_NO_LICENCE}  show, status: no licence installed, or the installed one is invalid
   {EXIT_NOT_PERMITTED}  not permitted: run as root or a member of the admin group
   {EXIT_REFUSED}  refused or failed: downgrade without --force, licence folder
      missing, file not writable, removal not confirmed

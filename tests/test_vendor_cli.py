@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+import tomllib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from licensed.keyring import Keyring, load_private_key, load_public_key
 from licensed.licence import LicenceType
 from licensed.licence_file import read_licence_file
+from licensed.vendor import to_toml
 from tests.harness.cli import Result, Server, run
 from tests.harness.licences import make_licence
 
@@ -372,3 +377,30 @@ def test_help_documents_exit_codes_and_the_request_format() -> None:
     assert "request file format (--request):" in result.stdout
     assert "over_licence_limit = 120" in result.stdout
     assert "exit codes:" in result.stdout
+
+
+# --- the request writer ------------------------------------------------------------
+
+_SCALARS = (
+    st.text(max_size=20)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.booleans()
+    | st.dates()
+    | st.datetimes(timezones=st.just(UTC))
+)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=10),
+        _SCALARS | st.dictionaries(st.text(max_size=10), _SCALARS, max_size=4),
+        max_size=6,
+    )
+)
+def test_the_request_writer_round_trips_through_tomllib(
+    document: dict[str, Any],
+) -> None:
+    """If a request document is written as TOML, tomllib reads the same back."""
+    text = to_toml(document)
+
+    assert tomllib.loads(text) == document
