@@ -107,7 +107,9 @@ def parse(text: str, source: Path | None = None) -> Config:
     where = str(source) if source else "configuration"
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    # Not only TOMLDecodeError: a number past int()'s 4300-digit limit raises a
+    # plain ValueError and deep nesting a RecursionError, both out of parse.
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
 
     reader = _Reader(document, where)
