@@ -283,6 +283,19 @@ def test_a_syntax_error_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"check_interval = {'1' * 5000}",
+        "trial_warning_days = " + "[" * 20000 + "]" * 20000,
+    ],
+    ids=["5000-digit number", "arrays nested 20000 deep"],
+)
+def test_toml_python_cannot_load_is_refused_not_crashed(text: str) -> None:
+    """If the file holds TOML beyond Python's limits, ConfigError says it is invalid."""
+    assert "not valid TOML" in refusal(text)
+
+
 def test_errors_name_the_source_file() -> None:
     """If a bad value comes from a file, the error starts with its path."""
     with pytest.raises(ConfigError) as caught:
