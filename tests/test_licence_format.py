@@ -586,6 +586,47 @@ def test_each_body_problem_is_named(
         assert word in reason
 
 
+REQUIRED_FIELDS = [
+    (None, "format"),
+    (None, "serial"),
+    (None, "issued"),
+    (None, "product"),
+    (None, "type"),
+    *(("general", key) for key in General.__dataclass_fields__),
+    ("support", "contract"),
+    ("support", "valid_until"),
+    ("users", "licensed"),
+    ("users", "over_licence_limit"),
+]
+
+
+def without_field(body: str, section: str | None, key: str) -> str:
+    """``body`` without the line of ``key`` in ``section`` (None: the top level)."""
+    lines, current = [], None
+    for line in body.splitlines(keepends=True):
+        if line.startswith("["):
+            current = line.strip()[1:-1]
+        if current == section and line.startswith(f"{key} = "):
+            continue
+        lines.append(line)
+    assert len(lines) == body.count("\n") - 1, f"{key} not found in [{section}]"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(("section", "key"), REQUIRED_FIELDS)
+def test_each_missing_required_field_is_named(
+    vendor: Vendor, keyring: Keyring, section: str | None, key: str
+) -> None:
+    """If any required field is left out, the reason names the field (and table)."""
+    body = without_field(render_body(make_trial(date(2027, 1, 31))), section, key)
+
+    reason = rejection(resign(vendor, body), keyring)
+
+    assert f"missing field {key!r}" in reason
+    if section is not None:
+        assert f"[{section}]" in reason
+
+
 def test_a_section_that_is_a_value_is_named(vendor: Vendor, keyring: Keyring) -> None:
     """If [users] is a plain value, the reason says it must be a section."""
     body = render_body(make_licence()).split("[users]")[0]
