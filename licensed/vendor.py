@@ -402,8 +402,8 @@ def _fields_from_options(args: argparse.Namespace) -> dict[str, Any]:
     missing = _missing_options(args)
     if missing:
         raise UsageError(
-            f"cannot issue: missing {', '.join(missing)} (a full licence also needs "
-            f"--support-contract and --support-until; a trial defaults them)"
+            f"cannot issue: missing {', '.join(missing)}; these have no default "
+            f"(see licensed-vendor issue --help)"
         )
 
     fields: dict[str, Any] = {"type": "full" if args.full else "trial"}
