@@ -72,7 +72,7 @@ class Daemon:
         self._stopping = False
         self._reload = False
         self._units = UnitManager()
-        self._tracker = _tracker(config)
+        self._counter, self._tracker = _counting(config)
         self.enforcer = Enforcer(config, self._units, self._tracker)
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -145,8 +145,8 @@ class Daemon:
         self._control.close()
         self._watch.close()
         self._units.close()
-        if self._tracker is not None:
-            self._tracker.close()
+        if self._counter is not None:
+            self._counter.close()
 
     # Triggers.
 
@@ -298,9 +298,9 @@ class Daemon:
             self._watch.close()
             self._watch = LicenceWatch(new.licence_file)
         if new.database != old.database:
-            if self._tracker is not None:
-                self._tracker.close()
-            self._tracker = _tracker(new)
+            if self._counter is not None:
+                self._counter.close()
+            self._counter, self._tracker = _counting(new)
             self.enforcer.users = self._tracker
         self._scheduler.remove_all_jobs()
         self._scheduler.shutdown(wait=False)
@@ -315,20 +315,20 @@ class Daemon:
         self._start_scheduler()
 
 
-def _tracker(config: Config) -> UserCountTracker | None:
+def _counting(
+    config: Config,
+) -> tuple[UserCounter | None, UserCountTracker | None]:
     database = config.database
     if database is None:
-        log.info(
-            "user_counting_off", reason="no [database] section in the configuration"
-        )
-        return None
+        log.info("user_counting_off", reason="the configuration has no [database]")
+        return None, None
     counter = UserCounter(
         database.conninfo,
         database.query,
         connect_timeout=database.connect_timeout,
         statement_timeout=database.statement_timeout,
     )
-    return UserCountTracker(counter)
+    return counter, UserCountTracker(counter)
 
 
 def _clock_watch() -> ClockWatch | None:

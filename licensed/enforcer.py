@@ -362,7 +362,7 @@ class Enforcer:
         before = dict(self._components)
         failures = []
         for name, unit in self.config.components.items():
-            view = self._reconcile_one(name, unit, decision.components_run)
+            view = self._reconcile_one(name, unit, decision)
             self._components[unit] = view
             if view.error is not None:
                 failures.append(f"{unit}: {view.error}")
@@ -376,17 +376,18 @@ class Enforcer:
             self._clear_error("systemd")
         return before != self._components or bool(failures)
 
-    def _reconcile_one(self, name: str, unit: str, must_run: bool) -> ComponentView:
+    def _reconcile_one(self, name: str, unit: str, decision: Decision) -> ComponentView:
+        must_run = decision.components_run
         required = "running" if must_run else "stopped"
         try:
             current = self.units.status(unit)
             if must_run and (current.masked or not current.running):
                 self.units.unmask_and_start(unit)
-                self._action("component_started", name, unit, current)
+                self._action("component_started", name, unit, current, decision)
                 current = self.units.status(unit)
             elif not must_run and _must_stop(current):
                 self.units.stop_and_mask(unit)
-                self._action("component_stopped", name, unit, current)
+                self._action("component_stopped", name, unit, current, decision)
                 current = self.units.status(unit)
         except UnitControlError as exc:
             log.warning(
@@ -407,9 +408,12 @@ class Enforcer:
             load_state=current.load_state,
         )
 
-    def _action(self, event: str, name: str, unit: str, before: Any) -> None:
-        # A component found running while the licence had already ended was started
-        # by someone else: say so, it is the operator's business to know.
+    def _action(
+        self, event: str, name: str, unit: str, before: Any, decision: Decision
+    ) -> None:
+        # A component found running while the licence had already ended (at the
+        # previous check) was started by someone else: say so, it is the
+        # operator's business to know.
         drift = (
             event == "component_stopped"
             and self.decision is not None
@@ -419,7 +423,7 @@ class Enforcer:
             "component": name,
             "unit": unit,
             "was": before.active_state,
-            "state": self.decision.state.value if self.decision else None,
+            "state": decision.state.value,
         }
         if drift:
             log.warning("component_drift_corrected", **fields)

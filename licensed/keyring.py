@@ -44,14 +44,17 @@ class Keyring:
     @classmethod
     def load(cls, folder: Path) -> Keyring:
         """Read every ``*.pub`` in ``folder``; a bad key file is logged and skipped."""
+        if not folder.is_dir():
+            raise KeyringError(
+                f"trusted-key folder {folder} does not exist or is not a folder; "
+                f"create it and put the vendor's .pub key files in it"
+            )
         try:
             paths = sorted(folder.glob(f"*{PUBLIC_SUFFIX}"))
-            if not folder.is_dir():
-                raise NotADirectoryError(folder)
         except OSError as exc:
             raise KeyringError(
                 f"trusted-key folder {folder} cannot be read ({exc.strerror or exc}); "
-                f"create it and put the vendor's .pub key files in it"
+                f"check its permissions"
             ) from exc
 
         keys: dict[str, Ed25519PublicKey] = {}

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from licensed.users import DEFAULT_SCHEMA, RECOMMENDED_INDEX
@@ -43,9 +44,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="licensed-demo-"))
     work.chmod(0o755)
     try:
-        with ThrowawayPostgres() as postgres, SandboxedSystemd(
-            writable_paths=[work]
-        ) as sandbox:
+        with (
+            ThrowawayPostgres() as postgres,
+            SandboxedSystemd(writable_paths=[work]) as sandbox,
+        ):
             sandbox.start()
             conninfo = prepare_database(postgres)
             config = prepare_installation(work, conninfo)
@@ -87,20 +89,25 @@ def prepare_installation(work: Path, conninfo: str) -> Path:
         'log_format = "console"\n'
         f"[database]\nconninfo = {json.dumps(conninfo)}\ncount_interval = 30\n"
     )
-    issue = [*vendor, "issue", "--key", str(work / "vendor/demo-vendor.key")]
+    issue = [
+        *vendor, "issue", "--key", str(work / "vendor/demo-vendor.key"),
+        "--company", "Demo AG", "--system", "Demo Assistant",
+        "--sip-domain", "demo.example", "--sfb-version", "SfB Server 2019",
+        "--contact", "Dana Demo", "--location", "Zurich",
+    ]  # fmt: skip
     today = datetime.now(UTC).date()
     licences = work / "licences"
     cli(*issue, "--trial-until", str(today + timedelta(days=10)),
-        "--company", "Demo AG", "--users", "100", "--over-limit", "110",
+        "--users", "100", "--over-limit", "110",
         "--out", str(licences / "trial.lic"))  # fmt: skip
     cli(*issue, "--trial-until", str(today - timedelta(days=1)),
-        "--company", "Demo AG", "--users", "100", "--out",
+        "--users", "100", "--out",
         str(licences / "expired.lic"))  # fmt: skip
-    cli(*issue, "--full", "--company", "Demo AG", "--users", "50",
+    cli(*issue, "--full", "--users", "50",
         "--over-limit", "60", "--support-contract", "Premium",
         "--support-until", str(today + timedelta(days=365)),
         "--out", str(licences / "full-too-few-users.lic"))  # fmt: skip
-    cli(*issue, "--full", "--company", "Demo AG", "--users", "500",
+    cli(*issue, "--full", "--users", "500",
         "--support-contract", "Premium",
         "--support-until", str(today + timedelta(days=365)),
         "--out", str(licences / "full.lic"))  # fmt: skip
@@ -113,7 +120,7 @@ def run(work: Path, config: Path, sandbox: SandboxedSystemd, walkthrough: bool) 
     env["DBUS_SYSTEM_BUS_ADDRESS"] = sandbox.bus_address
     daemon = subprocess.Popen([str(BIN / "licensed"), "--config", str(config)], env=env)
     try:
-        wait_for(lambda: (work / "run/status.json").exists(), 15)
+        wait_for((work / "run/status.json").exists, 15)
         explain(work, config, sandbox)
         if walkthrough:
             walk(work, config, sandbox)
@@ -156,14 +163,17 @@ def walk(work: Path, config: Path, sandbox: SandboxedSystemd) -> None:
         print(f"\n>>> licensectl install {name}", flush=True)
         cli("licensectl", "--config", str(config), "install", "--force",
             str(work / "licences" / name))  # fmt: skip
-        wait_for(
-            lambda: json.loads(status.read_text())["state"] == state
-            and sandbox.is_active("assistant-smd.service") == smd,
-            15,
-        )
+        wait_for(partial(reached, status, sandbox, state, smd), 15)
         for unit in ("assistant-smd", "assistant-core-sfb", "assistant-core"):
             print(f"    {unit}: {sandbox.is_active(unit + '.service')}")
         cli("licensectl", "--config", str(config), "status", check=False)
+
+
+def reached(status: Path, sandbox: SandboxedSystemd, state: str, smd: str) -> bool:
+    return bool(
+        json.loads(status.read_text())["state"] == state
+        and sandbox.is_active("assistant-smd.service") == smd
+    )
 
 
 def cli(*args: str, check: bool = True) -> None:
