@@ -8,9 +8,21 @@ system bus socket.
 ``UnitManager.stop_and_mask`` stops a unit first (that is what the enforcement
 deadline measures) and only then masks it for this boot (a runtime mask in
 ``/run/systemd/system``), so nothing can start it again until licensed unmasks it.
-``unmask_and_start`` undoes both. systemd is reloaded only when a mask actually
-changed, because a reload costs about 10 ms. Job completion is awaited through
-systemd's ``JobRemoved`` signal, then confirmed on the unit's ActiveState.
+``unmask_and_start`` undoes both. Job completion is awaited through systemd's
+``JobRemoved`` signal, then confirmed on the unit's ActiveState.
+
+How the mask is set depends on ``mask_helper``:
+
+* a template such as ``licensed-mask@.service`` (production): the instance
+  ``licensed-mask@assistant-smd.service`` masks ``assistant-smd.service`` while it
+  is active, so masking is starting that instance and unmasking is stopping it.
+  The daemon then needs only polkit's start and stop rights on named units;
+  ``MaskUnitFiles`` needs rights that cannot be confined to some units (see
+  ``docs/security-confinement.md``). The mask counts as set once the instance is
+  active *and* the unit's LoadState is ``masked``;
+* none: ``MaskUnitFiles``/``UnmaskUnitFiles`` and ``Reload`` directly, which needs
+  root. systemd is reloaded only when a mask actually changed, because a reload
+  costs about 10 ms.
 
 It never decides *which* units to act on: the caller passes names, and must never
 pass Core's own unit. Every failure raises ``UnitControlError(unit, action,
@@ -20,13 +32,17 @@ systemd restarted) is dropped and the action retried once on a fresh connection.
 Limitations: a ``UnitManager`` is not thread-safe; use one per thread. Connecting
 waits at most one second for authentication, but jeepney sends its ``Hello`` without
 a time limit, so a bus daemon that accepts connections and then hangs blocks the
-caller.
+caller. The helper template masks ``%i.service``, so through it only ``.service``
+units can be masked. A runtime mask has no effect on a unit whose file is in
+``/etc/systemd/system``; the helper path reports that as a failed mask, the direct
+path does not notice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -67,6 +83,8 @@ _JOB_REMOVED = MatchRule(
     path=_MANAGER.object_path,
 )
 _AUTH_TIMEOUT_S = 1.0
+_TEMPLATE = re.compile(r"[A-Za-z0-9:_.\\-]+@\.service")
+_SERVICE_SUFFIX = ".service"
 
 T = TypeVar("T")
 
@@ -97,19 +115,30 @@ class _BusLostError(Exception):
 class UnitManager:
     """Controls component units through systemd's D-Bus API.
 
-    ``job_timeout`` bounds each public call, including waiting for systemd to
-    finish the stop or start job.
+    ``job_timeout`` bounds each step of a public call (stop, mask, unmask, start),
+    including waiting for systemd to finish its jobs. ``mask_helper`` names the
+    template unit that masks its instance's unit (``licensed-mask@.service``);
+    ``None`` or ``""`` masks directly over the bus, which needs root.
     """
 
     def __init__(
-        self, bus_address: str | None = None, job_timeout: float = 30.0
+        self,
+        bus_address: str | None = None,
+        job_timeout: float = 30.0,
+        mask_helper: str | None = None,
     ) -> None:
+        if mask_helper and not _TEMPLATE.fullmatch(mask_helper):
+            raise ValueError(
+                f"mask_helper = {mask_helper!r}: expected a template unit name such"
+                " as 'licensed-mask@.service', or '' to mask directly"
+            )
         self.bus_address = (
             bus_address
             or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
             or DEFAULT_BUS_ADDRESS
         )
         self.job_timeout = job_timeout
+        self.mask_helper = mask_helper or None
         self._conn: DBusConnection | None = None
 
     # -- public API -----------------------------------------------------------------
@@ -165,6 +194,10 @@ class UnitManager:
         log.info("unit_stopped", unit=unit, elapsed_ms=_ms_since(started))
 
     def _mask(self, call: _Call, unit: str) -> None:
+        if self.mask_helper is not None:
+            _mask_through_helper(call, unit, _instance(call, self.mask_helper, unit))
+            return
+
         started = time.perf_counter()
         (changes,) = call.manager("MaskUnitFiles", "asbb", ([unit], True, True))
         if not changes:
@@ -175,6 +208,11 @@ class UnitManager:
         log.info("unit_masked", unit=unit, runtime=True, elapsed_ms=_ms_since(started))
 
     def _unmask(self, call: _Call, unit: str) -> None:
+        if self.mask_helper is not None:
+            helper = _instance(call, self.mask_helper, unit)
+            _unmask_through_helper(call, unit, helper)
+            return
+
         started = time.perf_counter()
         (changes,) = call.manager("UnmaskUnitFiles", "asb", ([unit], True))
         if not changes:
@@ -200,7 +238,8 @@ class UnitManager:
             self.close()
             raise UnitControlError(unit, action, self._unreachable(exc)) from None
         except DBusErrorResponse as exc:
-            raise UnitControlError(unit, action, _refusal(unit, exc)) from None
+            reason = _refusal(unit, exc, self.mask_helper)
+            raise UnitControlError(unit, action, reason) from None
         except TimeoutError:
             self.close()
             reason = f"systemd did not finish within {self.job_timeout} s"
@@ -342,6 +381,84 @@ class _Call:
                 return str(result)
 
 
+def _instance(call: _Call, template: str, unit: str) -> str:
+    """The helper instance that masks ``unit``: its name without ``.service``."""
+    if not unit.endswith(_SERVICE_SUFFIX):
+        raise call.refused(
+            f'{template} masks only .service units; set mask_helper = "" in'
+            " licensed.toml to mask other units directly (needs root)"
+        )
+    prefix, _at, suffix = template.partition("@")
+    return f"{prefix}@{unit.removesuffix(_SERVICE_SUFFIX)}{suffix}"
+
+
+def _mask_through_helper(call: _Call, unit: str, helper: str) -> None:
+    started = time.perf_counter()
+    before = _status(call, helper)
+    if before.load_state == "not-found":
+        raise call.refused(_helper_missing(helper))
+    if before.active_state == "active" and _status(call, unit).masked:
+        log.debug("unit_already_masked", unit=unit, helper=helper)
+        return
+
+    if before.active_state in RUNNING_STATES:
+        # Active, yet the unit is not masked: someone unmasked it by hand. Starting
+        # an active instance does nothing, and polkit grants no restart, so stop
+        # it (which only unmasks again) and start it afresh.
+        call.run_job("StopUnit", helper)
+    call.run_job("StartUnit", helper)
+    call.expect_state(helper, frozenset({"active"}))
+    if not _status(call, unit).masked:
+        raise call.refused(_mask_ineffective(unit, helper))
+    log.info(
+        "unit_masked",
+        unit=unit,
+        runtime=True,
+        helper=helper,
+        elapsed_ms=_ms_since(started),
+    )
+
+
+def _unmask_through_helper(call: _Call, unit: str, helper: str) -> None:
+    started = time.perf_counter()
+    if _status(call, helper).active_state in STOPPED_STATES:
+        log.debug("unit_not_masked_by_licensed", unit=unit, helper=helper)
+        return
+
+    call.run_job("StopUnit", helper)
+    call.expect_state(helper, STOPPED_STATES)
+    # A persistent mask by an administrator is reported by the start that follows;
+    # a runtime mask left behind means the helper's unmask failed.
+    if _unit_file_state(call, unit) == "masked-runtime":
+        raise call.refused(
+            f"{unit} is still masked for this boot after {helper} stopped; see"
+            f" `journalctl -u {helper}`, or run `systemctl unmask --runtime {unit}`"
+        )
+    log.info("unit_unmasked", unit=unit, helper=helper, elapsed_ms=_ms_since(started))
+
+
+def _unit_file_state(call: _Call, unit: str) -> str:
+    (path,) = call.manager("LoadUnit", "s", (unit,))
+    return call.unit_property(path, "UnitFileState")
+
+
+def _helper_missing(helper: str) -> str:
+    return (
+        f"the mask helper {helper} is not installed; install"
+        " units/licensed-mask@.service in /usr/lib/systemd/system and"
+        ' units/50-licensed.rules, or set mask_helper = "" in licensed.toml when'
+        " licensed runs as root"
+    )
+
+
+def _mask_ineffective(unit: str, helper: str) -> str:
+    return (
+        f"{helper} is active but {unit} is not masked; a runtime mask has no effect"
+        f" on a unit file in /etc/systemd/system: install {unit} below"
+        f" /usr/lib/systemd/system (see `journalctl -u {helper}`)"
+    )
+
+
 def _status(call: _Call, unit: str) -> UnitStatus:
     (path,) = call.manager("LoadUnit", "s", (unit,))
     return UnitStatus(
@@ -359,7 +476,7 @@ def _checked(reply: Message) -> tuple[Any, ...]:
     return body
 
 
-def _refusal(unit: str, exc: DBusErrorResponse) -> str:
+def _refusal(unit: str, exc: DBusErrorResponse, helper: str | None) -> str:
     name = str(exc.name)
     detail = str(exc.data[0]) if exc.data else ""
     if name == f"{_ERROR_PREFIX}UnitMasked":
@@ -370,10 +487,22 @@ def _refusal(unit: str, exc: DBusErrorResponse) -> str:
     if name == f"{_ERROR_PREFIX}NoSuchUnit":
         return f"no such unit ({detail}); check the unit name and its unit file"
     if name == "org.freedesktop.DBus.Error.AccessDenied":
-        return f"systemd denied access ({detail}); licensed must run as root"
+        return _access_denied(unit, detail, helper)
     if name == "org.freedesktop.DBus.Error.ServiceUnknown":
         return f"systemd is not on the system bus ({detail}); is PID 1 systemd?"
     return f"systemd refused: {name}: {detail}"
+
+
+def _access_denied(unit: str, detail: str, helper: str | None) -> str:
+    if helper is None:
+        return (
+            f"systemd denied access ({detail}); masking directly needs root: run"
+            f" licensed as root or set mask_helper = 'licensed-mask@.service'"
+        )
+    return (
+        f"systemd denied access ({detail}); install units/50-licensed.rules with"
+        f" {unit} in its COMPONENT_UNITS, or run licensed as root"
+    )
 
 
 def _job_failure(method: str, unit: str, result: str) -> str:

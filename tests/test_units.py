@@ -1,4 +1,8 @@
-"""UnitManager against a real systemd in a sandbox, and the sandbox itself."""
+"""UnitManager against a real systemd in a sandbox, and the sandbox itself.
+
+Masking is tested both ways: through the shipped ``units/licensed-mask@.service``
+(which every sandbox installs unchanged) and directly over the bus.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,36 @@ SMD = "assistant-smd.service"
 CORE = "assistant-core.service"
 SFB = "assistant-core-sfb.service"
 MISSING = "assistant-nonexistent.service"
+HELPER = "licensed-mask@.service"
+SMD_HELPER = "licensed-mask@assistant-smd.service"
+
+
+@pytest.fixture(params=[HELPER, ""], ids=["helper", "direct"])
+def units(
+    systemd_sandbox: SandboxedSystemd, request: pytest.FixtureRequest
+) -> Iterator[UnitManager]:
+    manager = UnitManager(
+        systemd_sandbox.bus_address, job_timeout=10.0, mask_helper=request.param
+    )
+    yield manager
+    manager.close()
 
 
 @pytest.fixture
-def units(systemd_sandbox: SandboxedSystemd) -> Iterator[UnitManager]:
-    manager = UnitManager(systemd_sandbox.bus_address, job_timeout=10.0)
-    yield manager
-    manager.close()
+def helper_units(systemd_sandbox: SandboxedSystemd) -> Iterator[UnitManager]:
+    with UnitManager(
+        systemd_sandbox.bus_address, job_timeout=10.0, mask_helper=HELPER
+    ) as manager:
+        yield manager
+
+
+def sandbox_with_helper(
+    make_systemd_sandbox: SandboxFactory, name: str, service: str
+) -> UnitManager:
+    """A sandbox with the template ``name``, and a manager that masks through it."""
+    unit = f"[Unit]\nDefaultDependencies=no\n\n[Service]\nType=oneshot\n{service}"
+    sandbox = make_systemd_sandbox(extra_units={name: unit})
+    return UnitManager(sandbox.bus_address, job_timeout=10.0, mask_helper=name)
 
 
 def fail_inside_a_sandbox(leftovers: list[Path]) -> None:
@@ -180,6 +207,20 @@ def test_unmask_and_start_on_a_running_unit_keeps_its_process(
     assert "unit_unmasked" not in [entry["event"] for entry in logs]
 
 
+def test_stop_and_mask_masks_again_what_was_unmasked_by_hand(
+    systemd_sandbox: SandboxedSystemd, units: UnitManager
+) -> None:
+    """If someone unmasks and starts a masked unit, stop_and_mask masks it again."""
+    units.stop_and_mask(SMD)
+    systemd_sandbox.systemctl("unmask", "--runtime", SMD)
+    systemd_sandbox.systemctl("start", SMD)
+
+    units.stop_and_mask(SMD)
+
+    assert units.status(SMD) == UnitStatus(SMD, "masked", "inactive")
+    assert systemd_sandbox.systemctl("start", SMD, check=False).returncode != 0
+
+
 def test_actions_are_logged_with_their_duration(units: UnitManager) -> None:
     """If a unit is stopped, masked, unmasked and started, each step is logged."""
     with capture_logs() as logs:
@@ -194,6 +235,111 @@ def test_actions_are_logged_with_their_duration(units: UnitManager) -> None:
         "unit_started",
     ]
     assert all(entry["unit"] == SMD and entry["elapsed_ms"] > 0 for entry in steps)
+
+
+# -- the mask helper ----------------------------------------------------------------
+
+
+def test_the_helper_instance_holds_the_mask_while_active(
+    systemd_sandbox: SandboxedSystemd, helper_units: UnitManager
+) -> None:
+    """If SMD is masked through the helper, its instance stays active until unmask."""
+    helper_units.stop_and_mask(SMD)
+    active_while_masked = systemd_sandbox.is_active(SMD_HELPER)
+
+    helper_units.unmask_and_start(SMD)
+
+    assert active_while_masked == "active"
+    assert systemd_sandbox.is_active(SMD_HELPER) == "inactive"
+    assert systemd_sandbox.is_active(SMD) == "active"
+
+
+def test_the_helper_is_started_only_after_the_unit_stopped(
+    helper_units: UnitManager,
+) -> None:
+    """If SMD is masked through the helper, the stop is logged first, then the mask."""
+    with capture_logs() as logs:
+        helper_units.stop_and_mask(SMD)
+
+    steps = [entry for entry in logs if entry["log_level"] == "info"]
+    assert [entry["event"] for entry in steps] == ["unit_stopped", "unit_masked"]
+    assert steps[1]["helper"] == SMD_HELPER
+
+
+def test_a_missing_helper_template_raises_with_the_fix(
+    systemd_sandbox: SandboxedSystemd,
+) -> None:
+    """If the helper template is not installed, the error says to install it."""
+    manager = UnitManager(systemd_sandbox.bus_address, mask_helper="absent@.service")
+
+    with manager, pytest.raises(UnitControlError) as raised:
+        manager.stop_and_mask(SMD)
+
+    assert raised.value.action == "mask"
+    assert "absent@assistant-smd.service is not installed" in raised.value.reason
+    assert "units/licensed-mask@.service" in raised.value.reason
+    assert 'mask_helper = ""' in raised.value.reason
+    assert systemd_sandbox.is_active(SMD) == "inactive"
+
+
+def test_a_failing_helper_raises_naming_its_journal(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If the helper instance fails, the error gives its result and its journal."""
+    manager = sandbox_with_helper(
+        make_systemd_sandbox, "broken-mask@.service", "ExecStart=/bin/false\n"
+    )
+
+    with manager, pytest.raises(UnitControlError) as raised:
+        manager.stop_and_mask(SMD)
+
+    assert raised.value.action == "mask"
+    assert "'failed'" in raised.value.reason
+    assert "journalctl -u broken-mask@assistant-smd.service" in raised.value.reason
+
+
+def test_a_helper_that_leaves_the_unit_unmasked_is_reported(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If the helper runs but the unit is not masked afterwards, that is an error."""
+    inert = "RemainAfterExit=yes\nExecStart=/bin/true\n"
+    manager = sandbox_with_helper(make_systemd_sandbox, "inert-mask@.service", inert)
+
+    with manager, pytest.raises(UnitControlError) as raised:
+        manager.stop_and_mask(SMD)
+
+    assert f"{SMD} is not masked" in raised.value.reason
+    assert "/usr/lib/systemd/system" in raised.value.reason
+
+
+def test_a_mask_left_behind_by_the_helper_is_reported(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If stopping the helper does not unmask the unit, the error names the helper."""
+    sticky = "RemainAfterExit=yes\nExecStart=/bin/systemctl mask --runtime %i.service\n"
+    manager = sandbox_with_helper(make_systemd_sandbox, "sticky-mask@.service", sticky)
+    manager.stop_and_mask(SMD)
+
+    with manager, pytest.raises(UnitControlError) as raised:
+        manager.unmask_and_start(SMD)
+
+    assert raised.value.action == "unmask"
+    assert "journalctl -u sticky-mask@assistant-smd.service" in raised.value.reason
+
+
+def test_the_helper_masks_only_service_units(helper_units: UnitManager) -> None:
+    """If a unit other than a service is to be unmasked through the helper, no."""
+    with pytest.raises(UnitControlError) as raised:
+        helper_units.unmask_and_start("assistant.target")
+
+    assert raised.value.unit == "assistant.target"
+    assert 'mask_helper = ""' in raised.value.reason
+
+
+def test_a_helper_name_that_is_no_template_is_refused() -> None:
+    """If mask_helper is not a template unit name, the constructor says so."""
+    with pytest.raises(ValueError, match=r"licensed-mask@\.service"):
+        UnitManager(mask_helper="licensed-mask.service")
 
 
 # -- failures -----------------------------------------------------------------------

@@ -11,9 +11,10 @@ talks to systemd over D-Bus at ``bus_address`` exactly as it would on a real hos
 
 The default target ``assistant.target`` wants the stand-in component units shipped
 in ``units/`` (``assistant-core``, ``assistant-core-sfb``, ``assistant-smd``: each a
-``sleep infinity``); tests add their own units with ``extra_units``. Host folders
-named in ``writable_paths`` stay writable inside; everything else of the host is
-visible read-only.
+``sleep infinity``). The project's own ``units/licensed-mask@.service`` is installed
+unchanged next to them, as on a production host. Tests add their own units with
+``extra_units`` (which may replace it). Host folders named in ``writable_paths``
+stay writable inside; everything else of the host is visible read-only.
 
 It must never touch the host's own systemd state: every mount happens in the
 private mount namespace, and teardown kills the whole PID namespace at once. This
@@ -54,6 +55,8 @@ SYSTEMD = Path("/lib/systemd/systemd")
 HOST_UNITS = Path("/usr/lib/systemd/system")
 UNITS = Path(__file__).with_name("units")
 INIT_SCRIPT = Path(__file__).with_name("sandbox-init.sh")
+SHIPPED_UNITS = Path(__file__).resolve().parents[2] / "units"
+MASK_HELPER = "licensed-mask@.service"
 DEFAULT_TARGET = "assistant.target"
 COMPONENT_UNITS = (
     "assistant-core.service",
@@ -370,6 +373,7 @@ class SandboxedSystemd:
             dropin = folder / f"{self.target}.d"
             dropin.mkdir(exist_ok=True)
             (dropin / "journald.conf").write_text(_JOURNAL_DROPIN)
+        shutil.copyfile(SHIPPED_UNITS / MASK_HELPER, folder / MASK_HELPER)
         for name, content in self.extra_units.items():
             (folder / name).write_text(content)
         return folder
