@@ -12,6 +12,7 @@ example in ``config/licensed.toml`` documents each key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -28,6 +29,7 @@ PROTECTED_UNITS = ("assistant-core.service",)
 
 T = TypeVar("T")
 _MAX_SECONDS = 365 * 86400.0
+_TEMPLATE = re.compile(r"[A-Za-z0-9:_.\\-]+@\.service")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Config:
     check_interval: float = 60.0
     clock_rollback_tolerance: float = 2 * 3600.0
     admin_group: str = "licensed-admin"
+    mask_helper: str = "licensed-mask@.service"
     log_format: str = "auto"
     log_level: str = "info"
     components: Mapping[str, str] = field(
@@ -126,6 +129,7 @@ def parse(text: str, source: Path | None = None) -> Config:
             "clock_rollback_tolerance", Config.clock_rollback_tolerance, minimum=0
         ),
         admin_group=reader.text("admin_group", Config.admin_group),
+        mask_helper=reader.template("mask_helper", Config.mask_helper),
         log_format=reader.choice(
             "log_format", Config.log_format, ("auto", "journal", "console", "json")
         ),
@@ -219,6 +223,16 @@ class _Reader:
                 f"such as '/etc/licensed/licence.lic'"
             )
         return Path(value)
+
+    def template(self, key: str, default: str) -> str:
+        value = self.text(key, default)
+        if value and not _TEMPLATE.fullmatch(value):
+            raise ConfigError(
+                f"{self._where}: key {key!r} = {value!r}: expected a template unit "
+                f"name such as 'licensed-mask@.service', or \"\" to mask directly "
+                f"(needs root)"
+            )
+        return value
 
     def zone_name(self, key: str) -> str:
         name = self.text(key, "")

@@ -54,6 +54,7 @@ def test_an_empty_file_gives_every_default() -> None:
 
     assert result == Config()
     assert result.licence_file == Path("/etc/licensed/licence.lic")
+    assert result.mask_helper == "licensed-mask@.service"
     assert result.keys_dir == Path("/etc/licensed/keys")
     assert result.status_file == Path("/run/licensed/status.json")
     assert result.metrics_file is None
@@ -213,6 +214,10 @@ def test_a_value_of_the_wrong_type_names_key_and_value(
         ("timezone = '/etc/localtime'", ["'timezone'", "unknown zone"]),
         ("timezone = 'zone.tab'", ["'timezone'", "unknown zone"]),
         ("timezone = 'America'", ["'timezone'", "unknown zone"]),
+        (
+            "mask_helper = 'licensed-mask.service'",
+            ["'mask_helper'", "'licensed-mask.service'", "licensed-mask@.service"],
+        ),
         (
             "[components]\nCore = 'assistant-core.service'",
             ["'Core'", "'assistant-core.service'", "Core itself"],
@@ -474,6 +479,7 @@ GOOD_OR_BAD = {
     "check_interval": SECONDS,
     "clock_rollback_tolerance": SECONDS,
     "admin_group": ANY_TEXT,
+    "mask_helper": st.sampled_from(["", "licensed-mask@.service", "x.service", "@"]),
     "log_format": st.sampled_from(["auto", "journal", "console", "json", "xml"]),
     "log_level": st.sampled_from(["debug", "info", "warning", "error", "loud"]),
     "components": st.dictionaries(ANY_TEXT, UNITS, max_size=3),
