@@ -71,7 +71,7 @@ class Daemon:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
         self._reload = False
-        self._units = UnitManager()
+        self._units = UnitManager(mask_helper=config.mask_helper)
         self._counter, self._tracker = _counting(config)
         self.enforcer = Enforcer(config, self._units, self._tracker)
         self._scheduler = BackgroundScheduler(
