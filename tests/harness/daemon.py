@@ -45,6 +45,9 @@ class Installation:
     root: Path
     timezone: str = "Europe/Zurich"
     check_interval: float = 60
+    # As in production: mask through the shipped template, which every systemd
+    # sandbox installs. "" masks directly over the bus (the daemon runs as root).
+    mask_helper: str = "licensed-mask@.service"
     extra: str = ""
     vendor: Vendor = field(init=False)
 
@@ -83,6 +86,7 @@ class Installation:
             f'state_dir = "{self.state_dir}"\n'
             f'timezone = "{self.timezone}"\n'
             f"check_interval = {self.check_interval}\n"
+            f'mask_helper = "{self.mask_helper}"\n'
             f'log_format = "json"\n'
             f'log_level = "debug"\n' + self.extra
         )
