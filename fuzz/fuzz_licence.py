@@ -12,9 +12,10 @@ runs behind a valid signature), as choices that damage a genuine file or body wi
 ``fuzz.mutations``, as configuration text, or as the unsigned signature block. The
 only outcomes allowed are a licence for the product, ``InvalidLicence`` with a
 one-line reason, ``Config`` and ``ConfigError``; anything else stops the run with a
-traceback and a ``crash-*`` file holding the input. One exception: the configuration
-parser's known escape of ``ValueError`` and ``RecursionError`` on pathological TOML
-is counted as ``config_uncaught_*`` rather than fatal (see ``docs/security.md``).
+traceback and a ``crash-*`` file holding the input. One exception: a ``ValueError``
+or ``RecursionError`` out of the configuration parser (pathological TOML, which it
+once let escape) is counted as ``config_uncaught_*`` rather than fatal, so that it
+cannot end a run before the licence reader has been fuzzed.
 
 ``install`` drives ``licensed.install.install`` (what ``licensectl install`` runs)
 with damaged copies of a genuine licence and checks after every attempt that the
@@ -144,9 +145,9 @@ class Reader:
         try:
             outcome = oracle.read_config(data.decode("utf-8", "replace"))
         except (ValueError, RecursionError) as exc:
-            # config.parse lets tomllib's ValueError (a number past 4300 digits) and
-            # RecursionError (deep nesting) escape: a known bug, counted, not fatal,
-            # so that it cannot hide a crash in the licence reader.
+            # tomllib raises these for a number past 4300 digits and for deep
+            # nesting; config.parse once let them out. Counted, not fatal, so a
+            # run goes on to fuzz the licence reader.
             return f"config_uncaught_{type(exc).__name__}"
         return "config" if isinstance(outcome, config_module.Config) else "config_error"
 
