@@ -268,7 +268,7 @@ def _with_block(body: bytes, key_id: str, signature: str) -> bytes:
 
 def _reason_class(reason: str) -> str:
     """The reason with its variable parts (quoted values, numbers) blanked."""
-    text = re.sub(r"'[^']*'", "'...'", reason)
+    text = re.sub(r"(?<![A-Za-z])'[^']*'", "'...'", reason)
     text = re.sub(r"[0-9]+", "N", text)
     return text.split(";")[0].split(" (")[0]
 

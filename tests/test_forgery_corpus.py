@@ -10,6 +10,7 @@ each back with ``read_licence_file``, as ``licensectl install`` and the daemon d
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from fuzz import make_corpus
 from licensed.errors import InvalidLicence
 from licensed.keyring import Keyring
 from licensed.licence_file import read_licence_file
+from tests.harness.cli import Server
+from tests.harness.licences import make_licence
 
 SLICE = 2_000
 
@@ -87,6 +90,25 @@ def test_genuine_files_from_the_same_keys_are_accepted(corpus: Path) -> None:
     for data in (make_corpus.genuine_trial(trusted), make_corpus.genuine_full(trusted)):
         path.write_bytes(data)
         assert read_licence_file(path, keyring).data == data
+
+
+def test_one_forgery_of_each_kind_is_refused_by_licensectl_install(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """If licensectl install is given each kind, it exits 1 and changes nothing."""
+    server = Server(tmp_path / "server")
+    shutil.copy(corpus / "keys" / f"{make_corpus.TRUSTED_ID}.pub", server.keys_dir)
+    server.install_directly(make_licence())
+    before = server.installed_digest()
+
+    for kind in make_corpus.KINDS:
+        path = next((corpus / "forged").glob(f"*-{kind}.lic"))
+        result = server.licensectl("install", path)
+
+        assert result.code == 1, (kind, result.stderr)
+        assert result.stderr.startswith("Invalid Licence File: ")
+        assert result.stderr.count("\n") == 1
+        assert server.installed_digest() == before
 
 
 def _reason(path: Path, keyring: Keyring) -> str:
