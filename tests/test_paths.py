@@ -325,6 +325,6 @@ def test_a_fifo_as_the_configuration_does_not_block(server: Server) -> None:
     os.mkfifo(fifo)
     env = {**server.env, "LICENSED_CONFIG": str(fifo)}
 
-    result = run("licensectl", "show", env=env, timeout=10)
+    result = run("licensectl", "show", env=env, timeout=5)
 
     assert result.code == 2
