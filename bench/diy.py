@@ -52,7 +52,7 @@ from typing import Any
 from bench.ours import P2_LEAD, ExpiryCase, Licences, ensure_components_running
 from bench.probes import StatusWatch, UnitWatch
 from bench.switching import SMD, STOPPED, Switcher, Switching, Target
-from tests.harness.daemon import LICENSECTL, Installation
+from tests.harness.daemon import LICENSECTL, Installation, wait_until
 from tests.harness.systemd import SandboxedSystemd
 
 SERVICE = "licence-check.service"
@@ -127,6 +127,9 @@ def switch(
         if change.state == "failed":
             journal = sandbox.systemctl("status", SERVICE, check=False).stdout
             raise RuntimeError(f"the peer's script failed:\n{journal}")
+        # The path unit drops its inotify watch while the service runs and sets
+        # it up again only afterwards: a rename in between would go unnoticed.
+        wait_until(lambda: _sub_state(sandbox, PATH_UNIT) == "waiting", timeout=10)
 
     status = StatusWatch(installation.status_file)
     try:
@@ -140,6 +143,11 @@ def switch(
         return switcher.run(targets, runs + runs % 2)
     finally:
         status.close()
+
+
+def _sub_state(sandbox: SandboxedSystemd, unit: str) -> str:
+    shown = sandbox.systemctl("show", "--property=SubState", "--value", unit)
+    return shown.stdout.strip()
 
 
 # P2: the timer.
