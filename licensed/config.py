@@ -47,7 +47,7 @@ class Database:
 class Config:
     """The daemon's and the command lines' settings."""
 
-    licence_file: Path = Path("/etc/licensed/licence.lic")
+    licence_file: Path = Path("/etc/licensed/licence/licence.lic")
     keys_dir: Path = Path("/etc/licensed/keys")
     status_file: Path = Path("/run/licensed/status.json")
     state_dir: Path = Path("/var/lib/licensed")
@@ -220,7 +220,7 @@ class _Reader:
         if not value.startswith("/"):
             raise ConfigError(
                 f"{self._where}: key {key!r} = {value!r}: expected an absolute path, "
-                f"such as '/etc/licensed/licence.lic'"
+                f"such as '/etc/licensed/licence/licence.lic'"
             )
         return Path(value)
 

@@ -53,7 +53,7 @@ def test_an_empty_file_gives_every_default() -> None:
     result = parse("")
 
     assert result == Config()
-    assert result.licence_file == Path("/etc/licensed/licence.lic")
+    assert result.licence_file == Path("/etc/licensed/licence/licence.lic")
     assert result.mask_helper == "licensed-mask@.service"
     assert result.keys_dir == Path("/etc/licensed/keys")
     assert result.status_file == Path("/run/licensed/status.json")

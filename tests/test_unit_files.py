@@ -19,7 +19,8 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -333,39 +334,77 @@ def _mode_owner_group(path: Path, root: Path) -> tuple[str, str, str]:
 def _scratch_root(root: Path) -> None:
     """Lay out a root folder with the files an installed licensed has."""
     (root / "etc/licensed/keys").mkdir(parents=True)
+    (root / "etc/licensed/licence").mkdir()
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
-    for name in ["licensed.toml", "licence.lic", "keys/vendor.pub"]:
+    for name in ["licensed.toml", "licence/licence.lic", "keys/vendor.pub"]:
         target = root / "etc/licensed" / name
         target.write_text("x\n")
         target.chmod(0o666)
 
 
-def test_sysusers_and_tmpfiles_give_the_documented_owners_and_modes(
-    tmp_path: Path,
-) -> None:
-    """If sysusers and tmpfiles run on a fresh root, files get the designed modes."""
+def _install_users_and_folders(root: Path) -> None:
+    """Lay out ``root`` and apply licensed.sysusers and licensed.tmpfiles to it."""
     require(os.geteuid() == 0, "setting file owners needs root")
     require(
         shutil.which("systemd-tmpfiles") is not None
         and shutil.which("systemd-sysusers") is not None,
         "systemd-tmpfiles/systemd-sysusers are not installed (package systemd)",
     )
-    _scratch_root(tmp_path)
+    _scratch_root(root)
 
     for tool, conf in [
         ("systemd-sysusers", "licensed.sysusers"),
         ("systemd-tmpfiles", "licensed.tmpfiles"),
     ]:
-        args = [tool, f"--root={tmp_path}", str(UNITS / conf)]
+        args = [tool, f"--root={root}", str(UNITS / conf)]
         if tool == "systemd-tmpfiles":
             args.insert(1, "--create")
         subprocess.run(args, check=True, capture_output=True)
 
+
+def _as_admin(
+    uid: int, root: Path, script: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sh -c script`` as user ``uid`` of root's licensed-admin group.
+
+    ``$1`` is root's ``etc/licensed``; ``args`` follow as ``$2``...
+    """
+    group = next(
+        line.split(":")[2]
+        for line in (root / "etc/group").read_text().splitlines()
+        if line.startswith("licensed-admin:")
+    )
+    require(shutil.which("setpriv") is not None, "setpriv (util-linux) not found")
+    as_admin = ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={group}"]
+    return subprocess.run(
+        [*as_admin, "sh", "-c", script, "sh", str(root / "etc/licensed"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def shared_root() -> Iterator[Path]:
+    """A scratch root other users can reach (tmp_path's parents are root's, 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="licensed-root-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)
+
+
+def test_sysusers_and_tmpfiles_give_the_documented_owners_and_modes(
+    tmp_path: Path,
+) -> None:
+    """If sysusers and tmpfiles run on a fresh root, files get the designed modes."""
+    _install_users_and_folders(tmp_path)
+
     expected = {
-        "etc/licensed": ("3770", "root", "licensed-admin"),
+        "etc/licensed": ("0755", "root", "root"),
         "etc/licensed/licensed.toml": ("0640", "root", "licensed-admin"),
-        "etc/licensed/licence.lic": ("0640", "root", "licensed-admin"),
+        "etc/licensed/licence": ("2770", "root", "licensed-admin"),
+        "etc/licensed/licence/licence.lic": ("0640", "root", "licensed-admin"),
         "etc/licensed/keys": ("0755", "root", "root"),
         "etc/licensed/keys/vendor.pub": ("0644", "root", "root"),
         "var/lib/licensed": ("0700", "licensed", "licensed"),
@@ -373,6 +412,35 @@ def test_sysusers_and_tmpfiles_give_the_documented_owners_and_modes(
     }
     actual = {name: _mode_owner_group(tmp_path / name, tmp_path) for name in expected}
     assert actual == expected
+
+
+def test_any_admin_may_replace_the_licence_another_admin_installed(
+    shared_root: Path,
+) -> None:
+    """If admin B renames a licence over admin A's, it works, as licensectl does."""
+    _install_users_and_folders(shared_root)
+    # What write_atomic does: a new file in the folder, renamed over the old one.
+    install = 'echo "$2" > "$1/licence/.new" && mv -f "$1/licence/.new" "$1/$3"'
+    licence = shared_root / "etc/licensed/licence/licence.lic"
+
+    first = _as_admin(61001, shared_root, install, "A", "licence/licence.lic")
+    second = _as_admin(61002, shared_root, install, "B", "licence/licence.lic")
+
+    assert (first.returncode, second.returncode) == (0, 0), second.stderr
+    assert licence.read_text() == "B\n"
+    assert licence.stat().st_uid == 61002
+
+
+@pytest.mark.parametrize("name", ["keys", "licensed.toml", "licence"])
+def test_an_admin_cannot_swap_what_root_owns(shared_root: Path, name: str) -> None:
+    """If an admin renames the keys, the configuration or the folder, it fails."""
+    _install_users_and_folders(shared_root)
+
+    moved = _as_admin(61001, shared_root, f'mv "$1/{name}" "$1/{name}.old"')
+
+    assert moved.returncode != 0
+    assert "Permission denied" in moved.stderr
+    assert (shared_root / "etc/licensed" / name).exists()
 
 
 def test_sysusers_makes_the_daemon_user_no_admin_group_member() -> None:
