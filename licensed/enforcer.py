@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from licensed import audit, status
+from licensed import audit, metrics, status
 from licensed.clockmark import ClockMark, Judgement
 from licensed.config import Config
 from licensed.decision import (
@@ -38,6 +38,7 @@ from licensed.decision import (
     Missing,
     Rejected,
     Warnings,
+    days_left,
     evaluate,
 )
 from licensed.errors import InvalidLicence, KeyringError, UnitControlError
@@ -113,6 +114,9 @@ class Enforcer:
         self._started_at = self._now()
         self._last_document: dict[str, Any] = {}
         self._previous_reading: LicenceReading | None = None
+        self.counters = metrics.Counters()
+        self._count_attempt = 0
+        self._warned: set[tuple[str, int, date]] = set()
 
     # The check itself.
 
@@ -133,6 +137,7 @@ class Enforcer:
             ),
         )
         self._log_decision(trigger, decision, reading, judged.set_back)
+        self._log_warnings(decision, reading, judged.at)
 
         wake_at = self._wake_times(now, decision, settle_at)
         facts = _Facts(
@@ -286,6 +291,29 @@ class Enforcer:
                     text=message.text,
                 )
 
+    def _log_warnings(
+        self, decision: Decision, reading: LicenceReading, at: datetime
+    ) -> None:
+        """Log each warning once per threshold crossed, not at every check."""
+        if not isinstance(reading, Licence):
+            return
+        today = at.astimezone(self.config.zone).date()
+        for message in decision.messages:
+            found = _warning(message.id, reading, today, self.config)
+            if found is None or found[0] in self._warned:
+                continue
+            (_, threshold, end), left = found
+            self._warned.add(found[0])
+            log.warning(
+                "licence_warning",
+                id=message.id,
+                serial=reading.serial,
+                days_left=left,
+                threshold=threshold,
+                date=end.isoformat(),
+                text=message.text,
+            )
+
     # Publishing.
 
     def _publish(self, facts: _Facts, decision: Decision) -> None:
@@ -324,11 +352,25 @@ class Enforcer:
             self._set_error("status", f"cannot write the status file: {exc}", now)
         else:
             self._clear_error("status")
+        self._write_metrics(document, now)
+
+    def _write_metrics(self, document: dict[str, Any], now: datetime) -> None:
+        path = self.config.metrics_file
+        if path is None:
+            return
+        try:
+            metrics.write(path, document, self.counters)
+        except OSError as exc:
+            log.error("metrics_write_failed", path=str(path), reason=str(exc))
+            self._set_error("metrics", f"cannot write the metrics file: {exc}", now)
+        else:
+            self._clear_error("metrics")
 
     def _users_view(self) -> UsersView:
         if self.users is None:
             return UsersView(counting=False)
         current = self.users.current
+        self._count_failures(current.attempt)
         return UsersView(
             counting=True,
             actual=current.actual,
@@ -336,6 +378,15 @@ class Enforcer:
             stale=current.stale,
             error=current.error,
         )
+
+    def _count_failures(self, attempt: int) -> None:
+        # The tracker numbers consecutive failures and restarts at 0 on success;
+        # a lower number than last seen means it restarted in between.
+        failed = (
+            attempt - self._count_attempt if attempt >= self._count_attempt else attempt
+        )
+        self.counters.database_errors += failed
+        self._count_attempt = attempt
 
     def _component_views(self, decision: Decision) -> list[ComponentView]:
         required = "running" if decision.components_run else "stopped"
@@ -390,6 +441,7 @@ class Enforcer:
                 self._action("component_stopped", name, unit, current, decision)
                 current = self.units.status(unit)
         except UnitControlError as exc:
+            self.counters.enforcement_errors += 1
             log.warning(
                 "component_action_failed",
                 component=name,
@@ -458,6 +510,29 @@ class Enforcer:
             audit.record(self.config.state_dir, event, **fields)
         except OSError as exc:
             log.error("audit_write_failed", event=event, reason=str(exc))
+
+
+def _warning(
+    message_id: str, licence: Licence, today: date, config: Config
+) -> tuple[tuple[str, int, date], int] | None:
+    """The (id, threshold, date) a warning message stands for, and the days left.
+
+    The threshold is the smallest configured one the days left are within, so a
+    trial with 2 days left is the 3-day warning, not the 14-day one; an ended
+    support contract is threshold 0. The date makes a renewed licence warn anew.
+    """
+    if message_id == "trial_ending" and licence.valid_until is not None:
+        end, thresholds = licence.valid_until, config.trial_warning_days
+    elif message_id in ("support_ending", "support_ended"):
+        end, thresholds = licence.support.valid_until, config.support_warning_days
+    else:
+        return None
+    # As in the decision: until 00:00:01 after its last day a trial has 1 day left.
+    left = max(days_left(end, today), 1 if message_id == "trial_ending" else 0)
+    if message_id == "support_ended":
+        return (message_id, 0, end), left
+    threshold = min((days for days in thresholds if days >= left), default=0)
+    return (message_id, threshold, end), left
 
 
 def _must_stop(current: Any) -> bool:
