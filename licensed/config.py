@@ -21,9 +21,12 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from licensed.errors import ConfigError
+from licensed.fsio import read_bounded
 
 DEFAULT_PATH = Path("/etc/licensed/licensed.toml")
 ENVIRONMENT_VARIABLE = "LICENSED_CONFIG"
+MAX_BYTES = 1024 * 1024
+"""Largest configuration file read; real ones are a few KB."""
 PROTECTED_UNITS = ("assistant-core.service",)
 """Units licensed never stops, whatever the configuration says."""
 
@@ -91,7 +94,7 @@ def load(explicit: Path | None = None) -> Config:
     """Find, read and check the configuration."""
     path, required = locate(explicit)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         if required:
             raise ConfigError(

@@ -65,16 +65,11 @@ def read_bounded(path: Path, limit: int, *, follow_symlinks: bool = True) -> byt
     Raises ``TooLarge`` before reading when the file is bigger, ``NotRegularFile``
     for folders and special files, and the usual ``OSError`` otherwise.
     """
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-    if not follow_symlinks:
-        flags |= os.O_NOFOLLOW
-    fd = os.open(path, flags)
+    fd = _open_regular(path, follow_symlinks)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFile(f"{path} is not a regular file")
-        if info.st_size > limit:
-            raise TooLarge(f"{path} is {info.st_size} bytes; the limit is {limit}")
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise TooLarge(f"{path} is {size} bytes; the limit is {limit}")
 
         # The file may grow between fstat and read: read one byte past the limit so
         # such growth is caught too.
@@ -85,6 +80,26 @@ def read_bounded(path: Path, limit: int, *, follow_symlinks: bool = True) -> byt
     if len(data) > limit:
         raise TooLarge(f"{path} grew past {limit} bytes while being read")
     return data
+
+
+def _open_regular(path: Path, follow_symlinks: bool) -> int:
+    """Open ``path`` for reading only once it is known to be a regular file.
+
+    Opening a FIFO blocks and opening a device can have effects (a tty may become
+    the controlling terminal, a watchdog device arms itself), so the path is first
+    opened with ``O_PATH``, which opens nothing, and checked; the readable
+    descriptor is then taken from that same inode through ``/proc/self/fd``.
+    """
+    flags = os.O_PATH | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    handle = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+        return os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import stat
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -289,14 +288,6 @@ def _special_file(kind: str, path: Path) -> None:
     os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a /dev/null node
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="licensed.fsio.read_bounded opens the path (O_RDONLY|O_NONBLOCK, no "
-    "O_NOCTTY) before fstat tells it is not a regular file; opening some devices "
-    "has effects (/dev/watchdog arms the watchdog, a tty may become the "
-    "controlling terminal). Fix: open with O_PATH, fstat, then reopen "
-    "/proc/self/fd/N for reading only if it is a regular file",
-)
 @pytest.mark.parametrize("kind", ["fifo", "character device"])
 def test_a_special_file_is_refused_without_being_opened(
     tmp_path: Path, keyring: Keyring, kind: str
@@ -313,12 +304,6 @@ def test_a_special_file_is_refused_without_being_opened(
     assert watcher.read(timeout=100) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="licensed.config.load reads the file with Path.read_text: a FIFO "
-    "blocks and /dev/zero is read without bound. Fix: read_bounded",
-)
 def test_a_fifo_as_the_configuration_does_not_block(server: Server) -> None:
     """If the configuration file is a FIFO, licensectl refuses it at once."""
     fifo = server.root / "config-pipe.toml"
