@@ -58,8 +58,15 @@ class ClockMark:
         self._save()
 
     def reset(self, now: datetime, issued: datetime) -> bool:
-        """Reset the mark to ``now`` if a licence issued after it proves it wrong."""
+        """Reset the mark to ``now`` if a licence issued after it proves it wrong.
+
+        Only a clock judged as set back has a mark worth resetting; without that
+        condition every check of a licence issued ahead of the local clock would
+        reset (and log) again.
+        """
         if self.high_water is None or issued <= self.high_water:
+            return False
+        if not self.judge(now).set_back:
             return False
         log.warning(
             "clock_mark_reset",
