@@ -170,7 +170,11 @@ class Daemon:
 
     def _answer(self, command: str) -> dict[str, Any] | None:
         if command == "check":
-            return self._check("control").document
+            # Plan like any other trigger: a systemd failure found here must get
+            # its retry, not wait for the safety interval.
+            outcome = self._check("control")
+            self._plan(outcome)
+            return outcome.document
         if command == "status":
             return self.enforcer.document
         return None
