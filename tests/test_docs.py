@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from licensed import messages, status
-from licensed.config import Config
+from licensed.config import Config, Database
 from licensed.decision import Missing, Rejected, State, evaluate
+from licensed.enforcer import SETTLE_SECONDS
 from licensed.errors import InvalidLicence
 from licensed.expiry import expiry_instant
 from licensed.keyring import Keyring
@@ -433,9 +434,11 @@ def test_the_defaults_quoted_are_the_codes() -> None:
         licence_doc
     )
     assert f"`{defaults.status_file}`" in status_doc
+    assert f"default {Database().count_interval:.0f} s" in status_doc
     assert status.read_status.__defaults__ == (defaults.status_file,)
     assert f"`{defaults.licence_file}`" in glossary
     assert f"`{defaults.control_socket}`" in glossary
+    assert f"({SETTLE_SECONDS:.0f} s)" in glossary
 
 
 def _anchor(heading: str) -> str:
