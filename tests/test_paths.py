@@ -1,14 +1,15 @@
 """Files licensed writes and reads cannot be redirected, blown up or made to block.
 
-Writes: the status file, the clock mark in the state folder, the installed licence
-and the audit trail are written so that a symlink or a file planted in their folder
-(at the target, or at a name a temporary file might get) cannot redirect the write:
-the planted link's target is left untouched. Reads: a licence file larger than the
-limit (a sparse file), a FIFO, ``/dev/zero`` and ``/dev/urandom`` are refused
-without being read whole, and ``licensectl install`` does not block on them.
+Writes: the status file, the clock mark in the state folder, the installed licence,
+the metrics file and the audit trail are written so that a symlink or a file
+planted in their folder (at the target, or at a name a temporary file might get)
+cannot redirect the write: the planted link's target is left untouched. Reads: a
+licence file larger than the limit (a sparse file), a FIFO, ``/dev/zero`` and
+``/dev/urandom`` are refused without being read whole or even opened, and
+``licensectl install`` does not block on them, nor on a FIFO as the configuration.
 
-The metrics file has no writer yet; when one lands it is to go through
-``licensed.fsio.write_atomic`` like the others and join ``WRITERS`` here.
+The metrics file matters most: its folder is node_exporter's textfile folder,
+which other writers share, so a link planted there is a real possibility.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import inotify_simple
 import pytest
 
-from licensed import audit, status
+from licensed import audit, metrics, status
 from licensed.clockmark import ClockMark
 from licensed.config import Config
 from licensed.errors import InvalidLicence
@@ -59,6 +60,10 @@ def _advance_clock_mark(folder: Path, vendor: Vendor) -> None:
     ClockMark(folder, 7200).advance(NOW)
 
 
+def _write_metrics(folder: Path, vendor: Vendor) -> None:
+    metrics.write(folder / "licensed.prom", {"state": "licensed"}, metrics.Counters())
+
+
 def _install_licence(folder: Path, vendor: Vendor) -> None:
     source = vendor.write(make_licence(), folder.parent / "offered.lic")
     config = Config(
@@ -74,6 +79,7 @@ WRITERS = [
     Writer("status file", "status.json", _publish_status),
     Writer("clock mark", "clock.json", _advance_clock_mark),
     Writer("installed licence", "licence.lic", _install_licence),
+    Writer("metrics", "licensed.prom", _write_metrics),
 ]
 
 
