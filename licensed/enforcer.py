@@ -21,7 +21,7 @@ status-folder failure becomes an entry in ``errors``, never a state.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -327,7 +327,9 @@ class Enforcer:
             timezone=str(self.config.zone.key),
             users=self._users_view(),
             components=self._component_views(decision),
-            errors=sorted(self._errors.values(), key=lambda e: e.source),
+            # A status file that could be written proves the folder works again:
+            # the file never carries a stale "cannot write the status file".
+            errors=[e for e in self._sorted_errors() if e.source != "status"],
             clock=status.ClockView(
                 high_water=self.mark.high_water, set_back=facts.set_back
             ),
@@ -338,7 +340,6 @@ class Enforcer:
             },
         )
         document = status.build(snapshot)
-        self._last_document = document
         try:
             _ensure_folder(self.config.status_file.parent)
             status.publish(self.config.status_file, document)
@@ -350,9 +351,15 @@ class Enforcer:
                 reason=str(exc),
             )
             self._set_error("status", f"cannot write the status file: {exc}", now)
+            # licensectl status and the metrics still learn of the failure.
+            document = status.build(replace(snapshot, errors=self._sorted_errors()))
         else:
             self._clear_error("status")
+        self._last_document = document
         self._write_metrics(document, now)
+
+    def _sorted_errors(self) -> list[ErrorView]:
+        return sorted(self._errors.values(), key=lambda e: e.source)
 
     def _write_metrics(self, document: dict[str, Any], now: datetime) -> None:
         path = self.config.metrics_file
