@@ -11,6 +11,7 @@ from licensed.decision import Decision, State, evaluate
 from licensed.expiry import expiry_instant
 from licensed.licence import Licence, LicenceType
 from licensed.messages import Audience, Message
+from licensed.status import Status, StatusUnavailable, read_status
 
 __all__ = [
     "Audience",
@@ -19,6 +20,9 @@ __all__ = [
     "LicenceType",
     "Message",
     "State",
+    "Status",
+    "StatusUnavailable",
     "evaluate",
     "expiry_instant",
+    "read_status",
 ]

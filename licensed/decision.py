@@ -124,7 +124,7 @@ def _unlicensed(state: State, reason: str) -> Decision:
 def _licensed_reason(licence: Licence, expires_at: datetime | None) -> str:
     if expires_at is None:
         return f"full licence {licence.serial}"
-    return f"trial licence {licence.serial} valid until {expires_at.isoformat()}"
+    return f"trial licence {licence.serial} expires at {expires_at.isoformat()}"
 
 
 def _user_messages(licence: Licence, users: int | None) -> tuple[Message, ...]:

@@ -240,7 +240,7 @@ def _issued(document: Mapping[str, Any]) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidLicence(
             f"'issued' must be a date-time with offset such as 2026-12-03T10:00:00Z, "
-            f"not {value!r}"
+            f"not {_as_written(value)}"
         )
     # At the ends of the calendar (year 1 or 9999) a time with an offset has no
     # UTC equivalent, and astimezone raised OverflowError out of the parser.
@@ -324,6 +324,13 @@ def _quote(text: str) -> str:
     # JSON string escapes are valid TOML basic-string escapes, except that TOML
     # also forbids a raw DEL character.
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _as_written(value: object) -> str:
+    # TOML values come back as Python objects; show them as the file spells them.
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return repr(value)
 
 
 def _kind(value: object) -> str:

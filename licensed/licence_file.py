@@ -35,7 +35,7 @@ from licensed.licence import PRODUCT, Licence, parse_body, render_body
 
 SUFFIX = ".lic"
 MAX_BYTES = 64 * 1024
-"""Largest licence file accepted. Real ones are about 1.5 KB."""
+"""Largest licence file accepted. Real ones are about 1 KB."""
 
 BEGIN = "-----BEGIN LICENCE SIGNATURE-----"
 END = "-----END LICENCE SIGNATURE-----"
@@ -100,6 +100,12 @@ def split(data: bytes) -> tuple[bytes, str, bytes]:
     marker = b"\n" + BEGIN.encode("ascii") + b"\n"
     start = data.find(marker)
     if start < 0:
+        if b"\r\n" + BEGIN.encode("ascii") in data:
+            raise InvalidLicence(
+                "the line endings were changed to Windows (CRLF) ones, which "
+                "breaks the signature; use the file exactly as the vendor sent "
+                "it, or convert it back with dos2unix"
+            )
         raise InvalidLicence(
             f"no signature block ('{BEGIN}' line) found; this is not a "
             f"licence file, or it is truncated"

@@ -16,8 +16,11 @@ EXPECTED = [
     "LicenceType",
     "Message",
     "State",
+    "Status",
+    "StatusUnavailable",
     "evaluate",
     "expiry_instant",
+    "read_status",
 ]
 
 

@@ -167,7 +167,7 @@ def test_licensectl_status_shows_the_warning_and_the_time_left(
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("\u25cf licensed - trial licence AST-T001 valid until")
+    assert lines[0].startswith("\u25cf licensed - trial licence AST-T001 expires at")
     expires = next(line for line in lines if line.startswith("     Expires: "))
     assert ", in 2 days " in expires or expires.endswith(", in 3 days")
     assert any(
