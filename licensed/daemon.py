@@ -182,7 +182,9 @@ class Daemon:
     def _run_pending(self) -> None:
         with self._pending_lock:
             triggers, self._pending = self._pending, set()
-        if not triggers:
+        # A check on the way out would start a component that systemd (or an
+        # administrator) is stopping along with licensed, as at shutdown.
+        if not triggers or self._stopping:
             return
         outcome = self._check("+".join(sorted(triggers)))
         if triggers & {"licence_changed", "daily", "start"}:
