@@ -51,6 +51,7 @@ def build(
     users: status.UsersView | None = None,
     components: tuple[status.ComponentView, ...] = (SMD, SFB),
     errors: tuple[status.ErrorView, ...] = (),
+    clock: status.ClockView | None = None,
 ) -> dict[str, Any]:
     """A status document as the daemon publishes it for ``reading`` at ``now``."""
     now = now or datetime.now(UTC)
@@ -66,6 +67,7 @@ def build(
         users=users,
         components=components,
         errors=errors,
+        clock=clock or status.ClockView(high_water=now),
         daemon={"pid": 4242, "version": "0.1.0", "started_at": now.isoformat()},
     )
     return status.build(snapshot)
@@ -344,6 +346,23 @@ def test_the_daemons_errors_are_listed_with_their_age(
     )
 
 
+def test_a_clock_set_back_is_shown_with_the_way_out(
+    server: Server, serve: Callable[[dict[str, Any]], FakeDaemon]
+) -> None:
+    """If the clock was set back, a Clock line says so and how it is cleared."""
+    mark = datetime.now(UTC) + timedelta(days=3)
+    clock = status.ClockView(high_water=mark, set_back=True)
+    serve(build(make_licence(), clock=clock))
+
+    result = server.licensectl("status")
+
+    assert result.code == 0
+    assert field(result.stdout, "Clock") == (
+        f"set back behind the latest time seen ({mark.isoformat()}); expiry is "
+        f"judged against that time until a freshly issued licence is installed"
+    )
+
+
 def test_json_prints_the_status_document(
     server: Server, serve: Callable[[dict[str, Any]], FakeDaemon]
 ) -> None:
@@ -491,6 +510,7 @@ def test_someone_outside_the_admin_group_reads_the_status_file(
         daemon = FakeDaemon(server.control_socket, document)
         try:
             result = server.licensectl("status", prefix=_as_nobody())
+            checked = server.licensectl("check", prefix=_as_nobody())
         finally:
             daemon.close()
     finally:
@@ -499,6 +519,8 @@ def test_someone_outside_the_admin_group_reads_the_status_file(
     assert result.code == 0, result.stderr
     assert daemon.requests == []
     assert result.stdout.startswith("\u25cf licensed - full licence AST-0001")
+    assert checked.code == 4
+    assert "only root and members of 'licensed-admin'" in checked.stderr
 
 
 def _as_nobody() -> list[str]:
