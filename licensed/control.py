@@ -21,10 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
-log = structlog.get_logger(__name__)
-
 COMMANDS = ("check", "status")
 _REQUEST_TIMEOUT = 0.5
 _MAX_ANSWER = 4 * 1024 * 1024
@@ -63,7 +59,7 @@ class ControlServer:
                 else:
                     client.sendall(json.dumps(document).encode() + b"\n")
             except OSError as exc:
-                log.warning("control_client_failed", reason=str(exc))
+                _log_failure(exc)
 
     def close(self) -> None:
         self._socket.close()
@@ -86,6 +82,15 @@ def ask(path: Path, command: str, timeout: float) -> dict[str, Any]:
                 raise OSError("the daemon's answer is too large")
     answer: dict[str, Any] = json.loads(b"".join(chunks))
     return answer
+
+
+def _log_failure(exc: OSError) -> None:
+    # structlog is imported here, on the daemon's rare failure path, because the
+    # client half of this module is what `licensectl status` loads, and structlog
+    # (which pulls in asyncio) would cost it about a third of its start-up.
+    import structlog  # noqa: PLC0415
+
+    structlog.get_logger(__name__).warning("control_client_failed", reason=str(exc))
 
 
 def _read_line(client: socket.socket) -> str:
