@@ -10,6 +10,8 @@ stay within the tolerance and are judged as they are.
 The way out for a machine that once ran with its clock far in the future is a
 freshly issued licence: a licence whose signed ``issued`` time is later than the
 mark proves the mark wrong, and installing it resets the mark to the current time.
+Each licence does so once: the mark remembers the ``issued`` time that reset it, so
+the licence staying installed does not excuse a later rollback.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class ClockMark:
     def __init__(self, state_dir: Path, tolerance: float) -> None:
         self.path = state_dir / FILE_NAME
         self.tolerance = timedelta(seconds=tolerance)
-        self.high_water = self._load()
+        self.high_water, self.reset_by = self._load()
 
     def judge(self, now: datetime) -> Judgement:
         """The time to judge expiry at, given the clock reads ``now``."""
@@ -68,6 +70,10 @@ class ClockMark:
             return False
         if not self.judge(now).set_back:
             return False
+        # Otherwise every later rollback would reset the mark again, for as long
+        # as this licence stays installed.
+        if self.reset_by is not None and issued <= self.reset_by:
+            return False
         log.warning(
             "clock_mark_reset",
             old_mark=self.high_water.isoformat(),
@@ -75,24 +81,35 @@ class ClockMark:
             now=now.isoformat(),
         )
         self.high_water = now
+        self.reset_by = issued
         self._save()
         return True
 
-    def _load(self) -> datetime | None:
+    def _load(self) -> tuple[datetime | None, datetime | None]:
         try:
             data = json.loads(read_bounded(self.path, 4096, follow_symlinks=False))
             mark = datetime.fromisoformat(data["high_water"])
+            reset_by = _aware(data.get("reset_by"))
         except FileNotFoundError:
-            return None
+            return None, None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A damaged mark cannot be trusted either way; starting afresh only
             # loses protection against a rollback that happened before the damage.
             log.warning("clock_mark_unreadable", path=str(self.path), reason=str(exc))
-            return None
-        return mark if mark.tzinfo is not None else None
+            return None, None
+        return (mark if mark.tzinfo is not None else None), reset_by
 
     def _save(self) -> None:
         document = {
-            "high_water": self.high_water.isoformat() if self.high_water else None
+            "high_water": self.high_water.isoformat() if self.high_water else None,
+            "reset_by": self.reset_by.isoformat() if self.reset_by else None,
         }
         write_atomic(self.path, json.dumps(document).encode() + b"\n", mode=0o600)
+
+
+def _aware(text: str | None) -> datetime | None:
+    """An aware time from the file, or None (absent in files of older versions)."""
+    if text is None:
+        return None
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else None
