@@ -21,7 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench.probes import NotifySocket, StatusWatch, UnitWatch
-from bench.switching import SFB, SMD, Switcher, Switching, Target
+from bench.switching import SFB, SMD, STOPPED, Switcher, Switching, Target
+from bench.zones import MadeUpZone, midnight_zone
 from licensed.expiry import expiry_instant
 from licensed.licence import Licence
 from licensed.users import DEFAULT_SCHEMA
@@ -31,6 +32,7 @@ from tests.harness.postgres import ThrowawayPostgres
 from tests.harness.systemd import SandboxedSystemd
 
 P2_LEAD = timedelta(seconds=3)
+REAL_LEAD_S = 4
 _STOPPED_ACTUALS = frozenset({"masked", "stopped", "missing"})
 
 
@@ -233,6 +235,66 @@ def _event_time(daemon: Daemon, event: str, **fields: object) -> datetime:
             return datetime.fromisoformat(entry["timestamp"])
     raise RuntimeError(
         f"the daemon did not log {event} {fields}; see {daemon.log_path}"
+    )
+
+
+@dataclass(frozen=True)
+class RealLateness:
+    """How late SMD was stopped after an expiry instant on the real clock."""
+
+    zone: MadeUpZone
+    gap: bool
+    component_stopped: float
+    observed: float
+
+
+def measure_expiry_real(
+    root: Path, sandbox: SandboxedSystemd, units: UnitWatch, gaps: tuple[bool, ...]
+) -> list[RealLateness]:
+    """Per case, a made-up zone whose expiry instant is a few seconds away."""
+    folder = root / "zones"
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        _real_case(
+            root / f"real-{n}",
+            folder,
+            name=f"Bench/Night{n}",
+            sandbox=sandbox,
+            units=units,
+            gap=gap,
+        )
+        for n, gap in enumerate(gaps)
+    ]
+
+
+def _real_case(
+    root: Path,
+    folder: Path,
+    *,
+    name: str,
+    sandbox: SandboxedSystemd,
+    units: UnitWatch,
+    gap: bool,
+) -> RealLateness:
+    zone = midnight_zone(folder, name, int(time.time()) + REAL_LEAD_S, gap)
+    installation = new_installation(root, timezone=name, check_interval=3600)
+    issued = zone.instant - timedelta(days=20)
+    installation.install(make_trial(zone.valid_until, issued=issued))
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": sandbox.bus_address, "PYTHONTZPATH": str(folder)}
+
+    since = time.perf_counter()
+    daemon = Daemon(installation, env=env)
+    try:
+        stopped = units.wait_for(SMD, STOPPED, since, timeout=REAL_LEAD_S + 30)
+        wait_until(lambda: daemon.logged("component_stopped", unit=SMD), timeout=30)
+    finally:
+        daemon.stop()
+    logged = _event_time(daemon, "component_stopped", unit=SMD)
+    return RealLateness(
+        zone,
+        gap,
+        (logged - zone.instant).total_seconds(),
+        stopped.wall - zone.instant.timestamp(),
     )
 
 
