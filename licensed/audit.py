@@ -74,6 +74,10 @@ def _append(path: Path, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
     try:
+        # O_NOFOLLOW stops a planted symlink; a planted hard link would still be
+        # appended to, and through it another file, so refuse a shared inode.
+        if os.fstat(fd).st_nlink != 1:
+            raise OSError(f"{path} has other hard links; refusing to append to it")
         # One write keeps the line whole next to other appenders; a short write
         # (disk full) is reported rather than completed by a second write that
         # could land after someone else's record.

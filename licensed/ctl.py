@@ -162,8 +162,21 @@ def configure_logging() -> None:
 
 def fail(message: str, code: int) -> int:
     """Print ``message`` as one line on stderr and return ``code``."""
-    _warn(message.replace("\n", " "))
+    _warn(_printable(message))
     return code
+
+
+def _printable(text: str) -> str:
+    # Messages quote file names and file content, which may hold control
+    # characters: show them escaped so they cannot steer the terminal.
+    return "".join(
+        ch
+        if ch.isprintable()
+        else " "
+        if ch == "\n"
+        else ch.encode("unicode_escape").decode()
+        for ch in text
+    )
 
 
 def _say(text: str, end: str = "\n") -> None:

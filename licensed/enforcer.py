@@ -181,7 +181,7 @@ class Enforcer:
             return None, Missing()
         try:
             keyring = Keyring.load(self.config.keys_dir)
-            signed = read_licence_file(path, keyring)
+            signed = read_licence_file(path, keyring, follow_symlinks=False)
         except (InvalidLicence, KeyringError) as exc:
             return None, Rejected(str(exc))
         return signed, signed.licence

@@ -60,14 +60,21 @@ def sign(licence: Licence, private_key: Ed25519PrivateKey, key_id: str) -> bytes
     return body + block.encode("ascii")
 
 
-def read_licence_file(path: Path, keyring: Keyring) -> SignedLicence:
-    """Read and fully validate a licence file; raise ``InvalidLicence`` with why."""
+def read_licence_file(
+    path: Path, keyring: Keyring, *, follow_symlinks: bool = True
+) -> SignedLicence:
+    """Read and fully validate a licence file; raise ``InvalidLicence`` with why.
+
+    The daemon reads the installed licence with ``follow_symlinks=False``: it is
+    only ever put in place by a rename, and a link planted there could make it
+    read (and publish reasons about) some other file.
+    """
     if path.suffix != SUFFIX:
         raise InvalidLicence(
             f"file name {path.name!r} does not end in {SUFFIX!r}; "
             f"licence files are named like 'company.lic'"
         )
-    return parse_licence(_read(path), keyring)
+    return parse_licence(_read(path, follow_symlinks), keyring)
 
 
 def parse_licence(data: bytes, keyring: Keyring) -> SignedLicence:
@@ -137,9 +144,9 @@ def split(data: bytes) -> tuple[bytes, str, bytes]:
     return body, key_id, signature
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, follow_symlinks: bool) -> bytes:
     try:
-        return read_bounded(path, MAX_BYTES)
+        return read_bounded(path, MAX_BYTES, follow_symlinks=follow_symlinks)
     except TooLarge:
         raise InvalidLicence(
             f"{path} is larger than {MAX_BYTES // 1024} KiB; this is not a licence file"
