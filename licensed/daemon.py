@@ -55,7 +55,7 @@ from licensed.watch import LicenceWatch
 
 log = structlog.get_logger(__name__)
 
-_PLANNED_JOBS = ("daily", "expiry", "settle", "retry")
+_PLANNED_JOBS = ("interval", "daily", "expiry", "settle", "retry")
 EXIT_CONFIG = 2
 
 
@@ -200,28 +200,16 @@ class Daemon:
     # Scheduling.
 
     def _start_scheduler(self) -> None:
+        # No interval jobs: after the clock steps forward, APScheduler walks every
+        # missed run of one, holding its lock (34 s for a step of 30 years at
+        # 60 s), which stalls the main loop past the watchdog. The safety interval
+        # and the regular count are date jobs, planned again after each run.
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        self._scheduler.add_job(
-            self.request,
-            "interval",
-            seconds=self.config.check_interval,
-            args=("interval",),
-            id="interval",
-            replace_existing=True,
-        )
-        if self._tracker is not None and self.config.database is not None:
-            self._scheduler.add_job(
-                self._count,
-                "interval",
-                seconds=self.config.database.count_interval,
-                id="count",
-                replace_existing=True,
-            )
         self._scheduler.start()
         self._count_soon()
 
     def _plan(self, outcome: Outcome) -> None:
-        planned = {name: when for name, when in outcome.wake_at if name != "interval"}
+        planned = dict(outcome.wake_at)
         for name in _PLANNED_JOBS:
             when = planned.get(name)
             if when is None:
@@ -243,7 +231,7 @@ class Daemon:
 
     # User counting, in the scheduler's worker threads.
 
-    def _count_soon(self, delay: float = 0.0) -> None:
+    def _count_soon(self, delay: float = 0.0, job: str = "count_now") -> None:
         if self._tracker is None:
             return
         run_date = datetime.fromtimestamp(time.time() + delay, UTC)
@@ -251,13 +239,14 @@ class Daemon:
             self._count,
             "date",
             run_date=run_date,
-            id="count_now",
+            id=job,
             replace_existing=True,
         )
 
     def _count(self) -> None:
         tracker = self._tracker
-        if tracker is None:
+        database = self.config.database
+        if tracker is None or database is None:
             return
         before = tracker.current
         after = tracker.refresh()
@@ -265,6 +254,7 @@ class Daemon:
             self.request("users_counted")
         if after.stale:
             self._count_soon(tracker.retry_delay())
+        self._count_soon(database.count_interval, job="count")
 
     # Signals and reloading.
 
