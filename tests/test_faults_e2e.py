@@ -570,3 +570,29 @@ def test_a_clock_stepped_past_the_expiry_is_enforced_within_the_safety_interval(
     assert "clock_set" not in changed["trigger"]
     record_property("enforced_after_s", round(took, 3))
     record_property("trigger", changed["trigger"])
+
+
+@pytest.mark.faketime
+def test_a_clock_stepped_forward_by_decades_does_not_stall_the_daemon(
+    tmp_path: Path,
+    start_daemon: Callable[..., Daemon],
+    libfaketime: Path,
+) -> None:
+    """If the clock steps forward by 30 years (a dead RTC corrected by NTP), the
+    daemon goes on answering at once instead of stalling past its watchdog."""
+    offset_file = tmp_path / "fake-clock"
+    set_fake_time(offset_file, datetime.now(UTC))
+    installation = Installation(tmp_path, timezone="UTC")
+    installation.install(LICENCE)
+    daemon = start_daemon(installation, env=fake_clock_env(libfaketime, offset_file))
+    wait_until(lambda: daemon.logged("checks_planned"), BOUND)
+
+    set_fake_time(offset_file, datetime.now(UTC) + timedelta(days=30 * 365))
+
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        answer = ask(installation.control_socket, "check", timeout=BOUND)
+        took.append(time.monotonic() - started)
+        assert answer["checked_at"] > "2056"
+    assert max(took) < 2.0
