@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,7 @@ class Round:
     serial: str
     delay_s: float
     convergence_s: float
+    startup_s: float  # of convergence: until the new daemon logged daemon_started
 
 
 @dataclass
@@ -135,6 +136,10 @@ class StormResult:
     @property
     def slowest(self) -> float:
         return max(r.convergence_s for r in self.rounds)
+
+    @property
+    def startup(self) -> Summary:
+        return Summary.of([r.startup_s for r in self.rounds])
 
 
 class Storm:
@@ -193,8 +198,17 @@ class Storm:
         time.sleep(delay)
         self.daemon.kill()
 
+        restarted = time.time()
         convergence = self._restart_and_converge(licence)
-        return Round(licence.serial, delay, convergence)
+        return Round(licence.serial, delay, convergence, self._startup(restarted))
+
+    def _startup(self, restarted: float) -> float:
+        assert self.daemon is not None
+        for event in self.daemon.events():
+            if event.get("event") == "daemon_started":
+                logged = datetime.fromisoformat(event["timestamp"]).timestamp()
+                return logged - restarted
+        return float("nan")
 
     def _restart_and_converge(self, licence: Licence) -> float:
         env = {"DBUS_SYSTEM_BUS_ADDRESS": self.sandbox.bus_address}
@@ -258,6 +272,8 @@ def report(result: StormResult) -> str:
             f"convergence p99     {duration(summary.p99)}",
             f"convergence max     {duration(result.slowest)} "
             f"(goal {duration(GOAL_S)}: {verdict})",
+            f"  of which startup  {duration(result.startup.median)} median, "
+            f"{duration(result.startup.p99)} p99 (interpreter and imports)",
         ]
     )
 
