@@ -121,7 +121,11 @@ def settled(document: Mapping[str, Any]) -> bool:
 
 
 def ensure_components_running(sandbox: SandboxedSystemd) -> None:
-    """Undo whatever enforcement left: unmask and start SMD and SfB."""
+    """Undo whatever enforcement left: unmask and start SMD and SfB.
+
+    Every phase starts from here: licensed leaves alone a mask it did not set
+    (the peer's, or a previous daemon's), as it would an administrator's.
+    """
     sandbox.systemctl("unmask", "--runtime", SMD, SFB)
     sandbox.systemctl("start", SMD, SFB)
 
@@ -143,6 +147,7 @@ class Running:
 @contextlib.contextmanager
 def running_daemon(root: Path, sandbox: SandboxedSystemd) -> Iterator[Running]:
     """Start licensed on a full licence and wait until the components run."""
+    ensure_components_running(sandbox)
     installation = new_installation(root, check_interval=3600)
     licences = Licences.signed_by(installation.vendor)
     installation.licence_file.write_bytes(licences.full_a.data)
@@ -202,6 +207,7 @@ def measure_expiry(
 def _expiry_case(
     root: Path, sandbox: SandboxedSystemd, faketime: str, case: ExpiryCase
 ) -> Lateness:
+    ensure_components_running(sandbox)
     installation = new_installation(root, timezone=case.zone, check_interval=3600)
     installation.install(
         make_trial(case.valid_until, issued=case.instant - timedelta(days=20))
@@ -276,6 +282,7 @@ def _real_case(
     units: UnitWatch,
     gap: bool,
 ) -> RealLateness:
+    ensure_components_running(sandbox)
     zone = midnight_zone(folder, name, int(time.time()) + REAL_LEAD_S, gap)
     installation = new_installation(root, timezone=name, check_interval=3600)
     issued = zone.instant - timedelta(days=20)
@@ -313,6 +320,7 @@ def measure_start(
     root: Path, sandbox: SandboxedSystemd, postgres: ThrowawayPostgres, runs: int
 ) -> Started:
     """Start licensed ``runs`` times, timing process start to ``READY=1``."""
+    ensure_components_running(sandbox)
     postgres.create_database("licensed_bench")
     postgres.psql(DEFAULT_SCHEMA, dbname="licensed_bench")
     conninfo = postgres.conninfo("licensed_bench")

@@ -239,6 +239,11 @@ def _expiry_real(ctx: Context, peer: Summary | None) -> None:
     )
     if peer is not None:
         ctx.report.rows[-1].peer += f" (p99 {duration(peer.p99)})"
+    ctx.report.timing(
+        "P2 ... SMD inactive signal, real clock",
+        Summary.of([case.observed for case in cases]),
+        P2_GOAL_S,
+    )
     for case in cases:
         kind = "00:00 -> 01:00 at midnight" if case.gap else "no DST"
         ctx.report.notes.append(
