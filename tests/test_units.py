@@ -6,7 +6,9 @@ Masking is tested both ways: through the shipped ``units/licensed-mask@.service`
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from tests.harness.systemd import (
     prerequisites,
     wait_until,
 )
+from tests.test_polkit_rule import RULE, inside, prepared_sandbox
 
 pytestmark = pytest.mark.systemd
 
@@ -31,6 +34,27 @@ SFB = "assistant-core-sfb.service"
 MISSING = "assistant-nonexistent.service"
 HELPER = "licensed-mask@.service"
 SMD_HELPER = "licensed-mask@assistant-smd.service"
+REPO = Path(__file__).resolve().parent.parent
+
+# Run as the user `licensed` inside a sandbox with polkitd and the shipped rule:
+# what the daemon does, under the rights it has in production. argv[1] is the
+# mask helper ("" masks directly).
+AS_DAEMON = f"""
+import json, sys
+from licensed.errors import UnitControlError
+from licensed.units import UnitManager
+steps = []
+with UnitManager(job_timeout=10.0, mask_helper=sys.argv[1]) as units:
+    for action in (units.stop_and_mask, units.unmask_and_start):
+        try:
+            action("{SMD}")
+        except UnitControlError as exc:
+            steps.append(exc.reason)
+            break
+        status = units.status("{SMD}")
+        steps.append([status.load_state, status.active_state])
+print(json.dumps(steps))
+"""
 
 
 @pytest.fixture(params=[HELPER, ""], ids=["helper", "direct"])
@@ -334,6 +358,44 @@ def test_the_helper_masks_only_service_units(helper_units: UnitManager) -> None:
 
     assert raised.value.unit == "assistant.target"
     assert 'mask_helper = ""' in raised.value.reason
+
+
+def run_as_daemon(sandbox: SandboxedSystemd, mask_helper: str) -> list[object]:
+    """Run ``AS_DAEMON`` as the user ``licensed`` with the system's Python 3.11."""
+    # The virtualenv's interpreter links into /root, which the user cannot enter.
+    path = f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}"
+    setpriv = ["setpriv", "--reuid=licensed", "--regid=licensed", "--init-groups"]
+    python = ["env", path, "PYTHONDONTWRITEBYTECODE=1", "/usr/bin/python3", "-c"]
+    done = inside(sandbox, [*setpriv, *python, AS_DAEMON, mask_helper], check=True)
+    # structlog's default logger writes to stdout too; the result is the last line.
+    steps: list[object] = json.loads(done.stdout.splitlines()[-1])
+    return steps
+
+
+def test_the_daemons_user_masks_through_the_helper_under_the_shipped_rule(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If licensed runs as its user under 50-licensed.rules, the helper path works."""
+    sandbox = prepared_sandbox(make_systemd_sandbox, RULE.read_text())
+
+    steps = run_as_daemon(sandbox, HELPER)
+
+    assert steps == [["masked", "inactive"], ["loaded", "active"]]
+
+
+def test_the_daemons_user_cannot_mask_directly_and_is_told_why(
+    make_systemd_sandbox: SandboxFactory,
+) -> None:
+    """If licensed runs as its user with mask_helper = "", the refusal names a fix."""
+    sandbox = prepared_sandbox(make_systemd_sandbox, RULE.read_text())
+
+    steps = run_as_daemon(sandbox, "")
+
+    assert len(steps) == 1
+    assert isinstance(steps[0], str)
+    assert "denied access" in steps[0]
+    assert "licensed-mask@.service" in steps[0]
+    assert sandbox.is_active(SMD) == "inactive"
 
 
 def test_a_helper_name_that_is_no_template_is_refused() -> None:
