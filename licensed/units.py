@@ -445,7 +445,7 @@ def _unit_file_state(call: _Call, unit: str) -> str:
 def _helper_missing(helper: str) -> str:
     return (
         f"the mask helper {helper} is not installed; install"
-        " units/licensed-mask@.service in /usr/lib/systemd/system and"
+        " units/licensed-mask@.service in /etc/systemd/system and"
         ' units/50-licensed.rules, or set mask_helper = "" in licensed.toml when'
         " licensed runs as root"
     )
