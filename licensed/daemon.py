@@ -253,7 +253,8 @@ class Daemon:
         if (before.actual, before.stale) != (after.actual, after.stale):
             self.request("users_counted")
         if after.stale:
-            self._count_soon(tracker.retry_delay())
+            # Its own job id, so a retry never replaces a recount just asked for.
+            self._count_soon(tracker.retry_delay(), job="count_retry")
         self._count_soon(database.count_interval, job="count")
 
     # Signals and reloading.

@@ -111,6 +111,7 @@ class Enforcer:
         self._components: dict[str, ComponentView] = {}
         self._errors: dict[str, ErrorView] = {}
         self._retry_attempt = 0
+        self._status_attempt = 0
         self._started_at = self._now()
         self._last_document: dict[str, Any] = {}
         self._previous_reading: LicenceReading | None = None
@@ -345,15 +346,18 @@ class Enforcer:
             status.publish(self.config.status_file, document)
         except OSError as exc:
             # The old status stays in place, whole; the next check tries again.
+            self._status_attempt += 1
             log.error(
                 "status_publish_failed",
                 path=str(self.config.status_file),
                 reason=str(exc),
+                attempt=self._status_attempt,
             )
             self._set_error("status", f"cannot write the status file: {exc}", now)
             # licensectl status and the metrics still learn of the failure.
             document = status.build(replace(snapshot, errors=self._sorted_errors()))
         else:
+            self._status_attempt = 0
             self._clear_error("status")
         self._last_document = document
         self._write_metrics(document, now)
@@ -489,9 +493,10 @@ class Enforcer:
         self._audit(event, drift=drift, **fields)
 
     def _retry_time(self, now: datetime) -> datetime | None:
-        if self._retry_attempt == 0:
+        attempt = max(self._retry_attempt, self._status_attempt)
+        if attempt == 0:
             return None
-        delay = min(_RETRY_FIRST * 2 ** (self._retry_attempt - 1), _RETRY_CAP)
+        delay = min(_RETRY_FIRST * 2 ** (attempt - 1), _RETRY_CAP)
         return now + timedelta(seconds=delay)
 
     # Errors and the audit trail.

@@ -316,9 +316,8 @@ class PrivateStatusInstallation(Installation):
         assert self.daemon_pid is not None
         return Path(f"/proc/{self.daemon_pid}/root") / self.status_file.relative_to("/")
 
-    def status(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.seen().read_bytes())
-        return loaded
+    def status_file_bytes(self) -> bytes:
+        return self.seen().read_bytes()
 
     def in_namespace(self, *command: str) -> subprocess.CompletedProcess[str]:
         assert self.daemon_pid is not None

@@ -97,8 +97,12 @@ class Installation:
         self.vendor.write(licence, staged)
         staged.replace(self.licence_file)
 
+    def status_file_bytes(self) -> bytes:
+        """The status file's bytes, as the daemon under test sees them."""
+        return self.status_file.read_bytes()
+
     def status(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.status_file.read_text())
+        loaded: dict[str, Any] = json.loads(self.status_file_bytes())
         return loaded
 
     def state(self) -> str | None:
@@ -128,6 +132,7 @@ class Daemon:
         command_prefix: tuple[str, ...] = (),
     ) -> None:
         self.installation = installation
+        self._earlier_pid = _publisher(installation.status_file.read_bytes)
         self.log_path = installation.root / f"licensed-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -169,6 +174,17 @@ class Daemon:
         self._log.close()
 
     def _published(self) -> bool:
-        return self.installation.state() is not None and any(
-            e.get("event") == "licence_state_changed" for e in self.events()
-        )
+        # A status file left by an earlier daemon does not count. The pid in the
+        # document is not always ours (faketime runs the daemon as its child),
+        # so compare with the pid the earlier document named.
+        pid = _publisher(self.installation.status_file_bytes)
+        return pid is not None and pid != self._earlier_pid
+
+
+def _publisher(read: Callable[[], bytes]) -> int | None:
+    """The pid of the daemon that wrote the status file, if there is one."""
+    try:
+        pid = json.loads(read())["daemon"]["pid"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) else None
