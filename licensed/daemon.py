@@ -71,6 +71,7 @@ class Daemon:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
         self._reload = False
+        self._selector = selectors.DefaultSelector()
         self._units = UnitManager(mask_helper=config.mask_helper)
         self._counter, self._tracker = _counting(config)
         self.enforcer = Enforcer(config, self._units, self._tracker)
@@ -110,14 +111,18 @@ class Daemon:
         return 0
 
     def request(self, trigger: str) -> None:
-        """Queue a check; safe from any thread and from signal handlers."""
+        """Queue a check; safe from any thread, but not from a signal handler."""
         with self._pending_lock:
             self._pending.add(trigger)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the main loop; safe from signal handlers (one write, no lock)."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_write, b"\0")
 
     def _loop(self) -> None:
-        selector = selectors.DefaultSelector()
+        selector = self._selector
         selector.register(self._wake_read, selectors.EVENT_READ, self._drain_wake)
         selector.register(self._watch, selectors.EVENT_READ, self._licence_event)
         selector.register(self._control, selectors.EVENT_READ, self._control_event)
@@ -264,13 +269,17 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
 
+    # Signal handlers run in the main thread between two bytecodes, possibly while
+    # it holds the pending-checks lock: taking that lock here could deadlock, so
+    # they only set a flag and wake the loop, which acts on the flag.
+
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
-        self.request("stop")
+        self._wake()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
         self._reload = True
-        self.request("reload")
+        self._wake()
 
     def _reload_config(self) -> None:
         self._reload = False
@@ -282,18 +291,29 @@ class Daemon:
             self.enforcer.set_error(
                 "config", f"reload failed, old settings kept: {exc}"
             )
-            return
-        self.enforcer.set_error("config", None)
-        self._apply(new)
-        log.info("config_reloaded", config=str(new.source))
+        else:
+            self.enforcer.set_error("config", None)
+            self._apply(new)
+            log.info("config_reloaded", config=str(new.source))
+        # systemd waits for READY=1 to end a reload, whatever its outcome.
+        self._notifier.ready(self.enforcer.summary())
+        self.request("reload")
 
     def _apply(self, new: Config) -> None:
         old = self.config
         self.config = new
         self.enforcer.config = new
         if new.licence_file != old.licence_file:
+            self._selector.unregister(self._watch)
             self._watch.close()
             self._watch = LicenceWatch(new.licence_file)
+            self._selector.register(
+                self._watch, selectors.EVENT_READ, self._licence_event
+            )
+        if new.mask_helper != old.mask_helper:
+            self._units.close()
+            self._units = UnitManager(mask_helper=new.mask_helper)
+            self.enforcer.units = self._units
         if new.database != old.database:
             if self._counter is not None:
                 self._counter.close()
