@@ -188,8 +188,9 @@ def _check_folder(path: Path) -> None:
     if not path.parent.is_dir():
         raise InstallError(
             f"the licence folder {path.parent} does not exist; create it with "
-            f"'install -d -m 0750 {path.parent}' (or fix 'licence_file' in the "
-            f"configuration) and install again"
+            f"'systemd-tmpfiles --create licensed.conf' (or 'install -d -m 2770 "
+            f"-g licensed-admin {path.parent}'), or fix 'licence_file' in the "
+            f"configuration, and install again"
         )
 
 

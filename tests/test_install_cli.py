@@ -335,7 +335,7 @@ def test_a_missing_licence_folder_is_reported_with_the_fix(server: Server) -> No
     result = server.licensectl("install", server.licence(make_licence()))
 
     assert result.code == 5
-    assert f"install -d -m 0750 {absent}" in result.stderr
+    assert f"install -d -m 2770 -g licensed-admin {absent}" in result.stderr
     assert not absent.exists()
 
 

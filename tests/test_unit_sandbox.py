@@ -76,7 +76,9 @@ def status():
 def watch():
     import inotify_simple
 
-    inotify_simple.INotify().add_watch("/etc/licensed", inotify_simple.flags.MOVED_TO)
+    inotify_simple.INotify().add_watch(
+        "/etc/licensed/licence", inotify_simple.flags.MOVED_TO
+    )
     return "ok"
 
 
@@ -99,7 +101,7 @@ def stop_component():
 
 check("crypto", crypto)
 check("read_config", lambda: open("/etc/licensed/licensed.toml").read())
-check("read_licence", lambda: open("/etc/licensed/licence.lic").read())
+check("read_licence", lambda: open("/etc/licensed/licence/licence.lic").read())
 check("write_etc", lambda: open("/etc/licensed/planted", "w").close())
 check("status", status)
 check("control_socket", control_socket)
@@ -121,9 +123,9 @@ while True:
 INSTALL_FILES = r"""
 set -eu
 printf 'database = "x"\n' > /etc/licensed/licensed.toml
-printf 'licence\n' > /etc/licensed/licence.lic
-chmod 0640 /etc/licensed/licensed.toml /etc/licensed/licence.lic
-chgrp licensed-admin /etc/licensed/licensed.toml /etc/licensed/licence.lic
+printf 'licence\n' > /etc/licensed/licence/licence.lic
+chmod 0640 /etc/licensed/licensed.toml /etc/licensed/licence/licence.lic
+chgrp licensed-admin /etc/licensed/licensed.toml /etc/licensed/licence/licence.lic
 mkdir -p /run/probe
 cp "$1/probe.py" /run/probe/probe.py
 chmod -R a+rX /run/probe
