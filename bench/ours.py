@@ -33,6 +33,8 @@ from tests.harness.systemd import SandboxedSystemd
 
 P2_LEAD = timedelta(seconds=3)
 REAL_LEAD_S = 4
+P2_BOUND_S = 30.0
+"""How long a P2 case waits for SMD to stop; a case that times out counts this."""
 _STOPPED_ACTUALS = frozenset({"masked", "stopped", "missing"})
 
 
@@ -192,6 +194,7 @@ class Lateness:
     case: ExpiryCase
     component_stopped: float
     unit_stopped: float
+    timed_out: str | None = None
 
 
 def measure_expiry(
@@ -222,7 +225,11 @@ def _expiry_case(
     prefix = (faketime, "-f", f"@{start:%Y-%m-%d %H:%M:%S}")
     daemon = Daemon(installation, env=env, command_prefix=prefix)
     try:
-        wait_until(lambda: daemon.logged("component_stopped", unit=SMD), timeout=30)
+        wait_until(
+            lambda: daemon.logged("component_stopped", unit=SMD), timeout=P2_BOUND_S
+        )
+    except TimeoutError:
+        return Lateness(case, P2_BOUND_S, P2_BOUND_S, timed_out=str(daemon.log_path))
     finally:
         daemon.stop()
     instant = case.instant
@@ -252,6 +259,7 @@ class RealLateness:
     gap: bool
     component_stopped: float
     observed: float
+    timed_out: str | None = None
 
 
 def measure_expiry_real(
@@ -292,8 +300,12 @@ def _real_case(
     since = time.perf_counter()
     daemon = Daemon(installation, env=env)
     try:
-        stopped = units.wait_for(SMD, STOPPED, since, timeout=REAL_LEAD_S + 30)
-        wait_until(lambda: daemon.logged("component_stopped", unit=SMD), timeout=30)
+        stopped = units.wait_for(SMD, STOPPED, since, REAL_LEAD_S + P2_BOUND_S)
+        wait_until(
+            lambda: daemon.logged("component_stopped", unit=SMD), timeout=P2_BOUND_S
+        )
+    except TimeoutError:
+        return RealLateness(zone, gap, P2_BOUND_S, P2_BOUND_S, str(daemon.log_path))
     finally:
         daemon.stop()
     logged = _event_time(daemon, "component_stopped", unit=SMD)

@@ -246,6 +246,9 @@ def _expiry_real(ctx: Context, peer: Summary | None) -> None:
     )
     for case in cases:
         kind = "00:00 -> 01:00 at midnight" if case.gap else "no DST"
+        if case.timed_out:
+            ctx.report.notes.append(_timed_out(case.zone.name, case.timed_out))
+            continue
         ctx.report.notes.append(
             f"P2 real clock, made-up zone {case.zone.name} ({kind}): "
             f"component_stopped {duration(case.component_stopped)}, SMD inactive "
@@ -263,6 +266,9 @@ def _expiry_faketime(ctx: Context, peer: Summary | None) -> None:
     lateness = ours.measure_expiry(ctx.root / "expiry", ctx.systemd, faketime, cases)
     ours_summary = Summary.of([late.component_stopped for late in lateness])
     for late in lateness:
+        if late.timed_out:
+            ctx.report.notes.append(_timed_out(late.case.zone, late.timed_out))
+            continue
         ctx.report.notes.append(
             f"P2 {late.case.zone} valid until {late.case.valid_until}: "
             f"component_stopped {duration(late.component_stopped)}, unit_stopped "
@@ -270,6 +276,13 @@ def _expiry_faketime(ctx: Context, peer: Summary | None) -> None:
             f"{late.case.instant:%Y-%m-%d %H:%M:%S} UTC"
         )
     ctx.report.timing("P2 lateness, libfaketime", ours_summary, P2_GOAL_S, peer=peer)
+
+
+def _timed_out(zone: str, log: str) -> str:
+    return (
+        f"P2 {zone}: SMD was not stopped within {ours.P2_BOUND_S:g} s of the "
+        f"expiry instant; counted as {ours.P2_BOUND_S:g} s (daemon log: {log})"
+    )
 
 
 def _peer_expiry(ctx: Context, cases: tuple[ours.ExpiryCase, ...]) -> Summary:
