@@ -9,9 +9,10 @@ supplementary group (``PrivateUsers=yes``), writes the status file, the control
 socket and its state, watches ``/etc/licensed``, calls systemd over D-Bus and sends
 ``READY=1``, then records what happened in ``/run/licensed/probe.json``.
 
-The probe runs ``/usr/bin/python3`` with this virtualenv's ``site-packages``: a
-virtualenv's interpreter may live below ``/root`` (pyenv), which ``ProtectHome=yes``
-hides, as it should.
+The probe runs ``/usr/bin/python3`` with this virtualenv's ``site-packages``,
+bind-mounted under ``/run/probe``: a virtualenv's interpreter may live below ``/root``
+(pyenv) and a clone below ``/tmp``, which ``ProtectHome=yes`` and ``PrivateTmp=yes``
+hide, as they should.
 """
 
 from __future__ import annotations
@@ -129,11 +130,16 @@ chgrp licensed-admin /etc/licensed/licensed.toml /etc/licensed/licence/licence.l
 mkdir -p /run/probe
 cp "$1/probe.py" /run/probe/probe.py
 chmod -R a+rX /run/probe
+# The virtualenv may lie where the unit hides it (/tmp with PrivateTmp=yes, /root
+# with ProtectHome=yes): show its packages to the probe under /run instead.
+mkdir -p /run/probe/site-packages
+mount --bind "$2" /run/probe/site-packages
+mount -o remount,bind,ro /run/probe/site-packages
 """
 
 
 def _probe_unit() -> str:
-    site_packages = sysconfig.get_paths()["purelib"]
+    site_packages = "/run/probe/site-packages"
     unit = (UNITS / "licensed.service").read_text()
     exec_start = "ExecStart=/usr/bin/licensed --config /etc/licensed/licensed.toml"
     assert exec_start in unit
@@ -147,18 +153,17 @@ def _probe_unit() -> str:
 def _run_probe(make: SandboxFactory) -> tuple[SandboxedSystemd, dict[str, str]]:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     require(
-        SYSTEM_PYTHON.is_file()
-        and version in SYSTEM_PYTHON.resolve().name
-        and not sys.prefix.startswith(("/root", "/home")),
-        f"the probe needs {SYSTEM_PYTHON} {version} and a virtualenv outside"
-        " /root and /home (ProtectHome=yes hides them)",
+        SYSTEM_PYTHON.is_file() and version in SYSTEM_PYTHON.resolve().name,
+        f"the probe needs {SYSTEM_PYTHON} {version}",
     )
     sandbox = prepared_sandbox(
         make, RULE.read_text(), {"licensed.service": _probe_unit()}
     )
     assert sandbox.workdir is not None
     (sandbox.workdir / "probe.py").write_text(PROBE)
-    inside(sandbox, ["sh", "-c", INSTALL_FILES, "sh", str(sandbox.workdir)], True)
+    site_packages = sysconfig.get_paths()["purelib"]
+    script = ["sh", "-c", INSTALL_FILES, "sh", str(sandbox.workdir), site_packages]
+    inside(sandbox, script, True)
 
     started = sandbox.systemctl("start", "licensed.service", check=False)
 

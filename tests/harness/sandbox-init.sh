@@ -17,9 +17,17 @@ shift 4
 # Without a private utab, mount(8) would create /run/mount on the host.
 export LIBMOUNT_UTAB="$work/utab"
 
-# The folders that must stay visible and writable are parked in a scratch tmpfs
-# before the private tmpfs mounts below hide them (pytest's tmp_path lives in /tmp).
+# The folders that must stay visible are parked in a scratch tmpfs before the
+# private tmpfs mounts below hide them (pytest's tmp_path lives in /tmp, and so may
+# the code under test: SANDBOX_READONLY_PATHS, one per line, kept read-only).
 mount -t tmpfs -o mode=700 sandbox-park /mnt
+readonly_paths=${SANDBOX_READONLY_PATHS:-}
+i=0
+for path in $readonly_paths; do
+    mkdir "/mnt/ro$i"
+    mount --bind "$path" "/mnt/ro$i"
+    i=$((i + 1))
+done
 i=0
 for path in "$work" "$@"; do
     mkdir "/mnt/$i"
@@ -35,6 +43,14 @@ do
 done
 chmod 1777 /tmp /var/tmp
 
+# Read-only ones first: a writable folder may lie inside one of them.
+i=0
+for path in $readonly_paths; do
+    mkdir -p "$path"
+    mount --move "/mnt/ro$i" "$path"
+    mount -o remount,bind,ro "$path"
+    i=$((i + 1))
+done
 i=0
 for path in "$work" "$@"; do
     mkdir -p "$path"

@@ -40,6 +40,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -407,9 +408,14 @@ class SandboxedSystemd:
             "journal" if self.journald else "console",
             *(str(p) for p in self.writable_paths),
         ]
+        env = dict(os.environ, SANDBOX_READONLY_PATHS="\n".join(_hidden_code()))
         with init_log:
             launcher = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=init_log, stderr=init_log
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=init_log,
+                stderr=init_log,
+                env=env,
             )
         return _Namespace(launcher, cgroup)
 
@@ -421,6 +427,17 @@ class SandboxedSystemd:
                 f"the sandbox died during start-up:\n{detail}\n{self.console_log()}"
             )
         return self.bus_socket.exists()
+
+
+def _hidden_code() -> list[str]:
+    """Folders of the code under test that the sandbox's private mounts would hide.
+
+    A clone in /tmp (as CI may make) and its virtualenv must stay visible inside,
+    read-only, or units there could not run the daemon.
+    """
+    hidden = ("/tmp/", "/var/tmp/", "/run/")
+    code = {Path(__file__).resolve().parents[2], Path(sys.prefix).resolve()}
+    return sorted(str(p) for p in code if str(p).startswith(hidden))
 
 
 def _has_systemd(conn: DBusConnection) -> bool:
