@@ -35,6 +35,7 @@ P2_LEAD = timedelta(seconds=3)
 REAL_LEAD_S = 4
 P2_BOUND_S = 30.0
 """How long a P2 case waits for SMD to stop; a case that times out counts this."""
+CORE = "assistant-core.service"
 _STOPPED_ACTUALS = frozenset({"masked", "stopped", "missing"})
 
 
@@ -126,10 +127,20 @@ def ensure_components_running(sandbox: SandboxedSystemd) -> None:
     """Undo whatever enforcement left: unmask and start SMD and SfB.
 
     Every phase starts from here: licensed leaves alone a mask it did not set
-    (the peer's, or a previous daemon's), as it would an administrator's.
+    (the peer's, or a previous daemon's), as it would an administrator's. A unit
+    left failed (or Core, which SfB needs) is reset and started once more.
     """
     sandbox.systemctl("unmask", "--runtime", SMD, SFB)
-    sandbox.systemctl("start", SMD, SFB)
+    if sandbox.systemctl("start", SMD, SFB, check=False).returncode == 0:
+        return
+
+    sandbox.systemctl("reset-failed", check=False)
+    started = sandbox.systemctl("start", CORE, SMD, SFB, check=False)
+    if started.returncode != 0:
+        status = sandbox.systemctl("status", CORE, SMD, SFB, check=False).stdout
+        raise RuntimeError(
+            f"cannot start the components before a phase: {started.stderr}\n{status}"
+        )
 
 
 # P1, P1b and the floor: one daemon, replaced licences.
