@@ -75,14 +75,7 @@ class Daemon:
         self._units = UnitManager(mask_helper=config.mask_helper)
         self._counter, self._tracker = _counting(config)
         self.enforcer = Enforcer(config, self._units, self._tracker)
-        self._scheduler = BackgroundScheduler(
-            timezone=UTC,
-            job_defaults={
-                "misfire_grace_time": None,
-                "coalesce": True,
-                "max_instances": 1,
-            },
-        )
+        self._scheduler = _new_scheduler()
         self._watch = LicenceWatch(config.licence_file)
         self._clock = _clock_watch()
         self._control = ControlServer(config.control_socket, config.admin_group)
@@ -321,15 +314,21 @@ class Daemon:
             self.enforcer.users = self._tracker
         self._scheduler.remove_all_jobs()
         self._scheduler.shutdown(wait=False)
-        self._scheduler = BackgroundScheduler(
-            timezone=UTC,
-            job_defaults={
-                "misfire_grace_time": None,
-                "coalesce": True,
-                "max_instances": 1,
-            },
-        )
+        self._scheduler = _new_scheduler()
         self._start_scheduler()
+
+
+def _new_scheduler() -> BackgroundScheduler:
+    # misfire_grace_time=None: a job whose time passed while the clock stepped or
+    # the machine slept runs at once instead of being dropped as missed.
+    return BackgroundScheduler(
+        timezone=UTC,
+        job_defaults={
+            "misfire_grace_time": None,
+            "coalesce": True,
+            "max_instances": 1,
+        },
+    )
 
 
 def _counting(

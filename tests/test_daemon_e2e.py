@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,22 +28,10 @@ def installation(tmp_path: Path) -> Installation:
 
 @pytest.fixture
 def start_daemon(
-    installation: Installation, systemd_sandbox: SandboxedSystemd
-) -> Iterator[Callable[[], Daemon]]:
-    started: list[Daemon] = []
-
-    def start() -> Daemon:
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
-        daemon = Daemon(installation, env=env)
-        started.append(daemon)
-        daemon.wait_started()
-        return daemon
-
-    yield start
-
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.stop()
+    installation: Installation, start_daemon: Callable[..., Daemon]
+) -> Callable[[], Daemon]:
+    """Start the daemon on this test's installation."""
+    return partial(start_daemon, installation)
 
 
 def components(installation: Installation) -> dict[str, tuple[str, str]]:

@@ -60,33 +60,6 @@ ExecStart=/bin/sleep infinity
 _roles = count(1)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """The daemons a test starts; each still running is stopped afterwards."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.stop()
-
-
-@pytest.fixture
-def start_daemon(
-    systemd_sandbox: SandboxedSystemd, daemons: list[Daemon]
-) -> Callable[..., Daemon]:
-    """Start the daemon on an installation against the sandbox's systemd."""
-
-    def start(installation: Installation, **options: Any) -> Daemon:
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
-        env.update(options.pop("env", {}))
-        daemon = Daemon(installation, env=env, **options)
-        daemons.append(daemon)
-        daemon.wait_started()
-        return daemon
-
-    return start
-
-
 def components(installation: Installation) -> dict[str, dict[str, Any]]:
     return {c["unit"]: c for c in installation.status()["components"]}
 

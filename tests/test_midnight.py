@@ -9,7 +9,6 @@ clocks jump from 00:00 to 01:00 that night, where 00:00:01 never happens.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,15 +32,6 @@ def faketime() -> str:
     require(path is not None, "libfaketime is not installed (apt-get install faketime)")
     assert path is not None
     return path
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.stop()
 
 
 def event_time(daemon: Daemon, event: str, **fields: object) -> datetime:

@@ -9,7 +9,7 @@ status file back; checks are waited for on the status file, never slept for.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -109,26 +109,6 @@ def persons_db(postgres_db: Database) -> Database:
     """A fresh database with the default schema and no persons."""
     postgres_db.psql(DEFAULT_SCHEMA)
     return postgres_db
-
-
-@pytest.fixture
-def start_daemon(
-    systemd_sandbox: SandboxedSystemd,
-) -> Iterator[Callable[[Installation], Daemon]]:
-    started: list[Daemon] = []
-
-    def start(installation: Installation) -> Daemon:
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
-        daemon = Daemon(installation, env=env)
-        started.append(daemon)
-        daemon.wait_started()
-        return daemon
-
-    yield start
-
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.stop()
 
 
 def test_the_count_is_compared_with_the_licensed_and_the_escalation_limit(

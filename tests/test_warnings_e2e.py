@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,6 @@ from licensed.control import ask
 from licensed.licence import Licence, Support
 from tests.harness.daemon import LICENSECTL, Daemon, Installation, wait_until
 from tests.harness.licences import make_licence, make_trial
-from tests.harness.systemd import SandboxedSystemd
 
 ZONE = ZoneInfo("Europe/Zurich")
 BOUND = 10.0  # seconds: generous, a check takes milliseconds
@@ -42,22 +42,10 @@ def installation(tmp_path: Path) -> Installation:
 
 @pytest.fixture
 def start_daemon(
-    installation: Installation, systemd_sandbox: SandboxedSystemd
-) -> Iterator[Callable[[], Daemon]]:
-    started: list[Daemon] = []
-
-    def start() -> Daemon:
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": systemd_sandbox.bus_address}
-        daemon = Daemon(installation, env=env)
-        started.append(daemon)
-        daemon.wait_started()
-        return daemon
-
-    yield start
-
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.stop()
+    installation: Installation, start_daemon: Callable[..., Daemon]
+) -> Callable[[], Daemon]:
+    """Start the daemon on this test's installation."""
+    return partial(start_daemon, installation)
 
 
 def warnings_logged(daemon: Daemon) -> list[dict[str, Any]]:
