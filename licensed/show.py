@@ -166,7 +166,9 @@ def _state_lines(view: dict[str, Any]) -> list[str]:
     ]
     indent = "\n" + " " * (_WIDTH + 2)
     lines += [
-        _row(f"Message ({m['audience']})", m["text"].replace("\n", indent))
+        _row(
+            "Message", f"to {m['audience']}:{indent}" + m["text"].replace("\n", indent)
+        )
         for m in view["messages"]
     ]
     return lines
