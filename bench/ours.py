@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -242,13 +243,27 @@ def _expiry_case(
     except TimeoutError:
         return Lateness(case, P2_BOUND_S, P2_BOUND_S, timed_out=str(daemon.log_path))
     finally:
-        daemon.stop()
+        _stop_under_faketime(daemon)
     instant = case.instant
     return Lateness(
         case,
         (_event_time(daemon, "component_stopped", unit=SMD) - instant).total_seconds(),
         (_event_time(daemon, "unit_stopped", unit=SMD) - instant).total_seconds(),
     )
+
+
+def _stop_under_faketime(daemon: Daemon) -> None:
+    """Stop the daemon, not only the ``faketime`` wrapper around it.
+
+    faketime runs the daemon as its child and does not pass SIGTERM on: stopping
+    the wrapper alone would leave the daemon running, orphaned.
+    """
+    children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children")
+    with contextlib.suppress(FileNotFoundError):
+        for pid in children.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+    daemon.stop()
 
 
 def _event_time(daemon: Daemon, event: str, **fields: object) -> datetime:

@@ -197,9 +197,9 @@ def _report_switching(
             f"{p1.runs} runs), {p1e.median / floor.median:.2f} (full<->expired, "
             f"{p1e.runs} runs)"
         )
+    peer_stopped = Summary.of(peer.stopped) if peer else None
+    ctx.peer_p1b = peer_stopped
     if ctx.wants("P1", "P1b"):
-        peer_stopped = Summary.of(peer.stopped) if peer else None
-        ctx.peer_p1b = peer_stopped
         report.timing(
             "P1b licence -> SMD stopped",
             Summary.of(enforcing.stopped),
@@ -240,7 +240,7 @@ def _expiry_real(ctx: Context, peer: Summary | None) -> None:
     if peer is not None:
         ctx.report.rows[-1].peer += f" (p99 {duration(peer.p99)})"
     ctx.report.timing(
-        "P2 ... SMD inactive signal, real clock",
+        "P2 SMD inactive signal, real clock",
         Summary.of([case.observed for case in cases]),
         P2_GOAL_S,
     )
@@ -302,7 +302,8 @@ def _peer_expiry(ctx: Context, cases: tuple[ours.ExpiryCase, ...]) -> Summary:
 def _peer_delivery(ctx: Context) -> float:
     """Seconds from a HH:MM:01 schedule to SMD stopped by the peer's script."""
     if ctx.args.quick:
-        predicted = diy.predicted_elapse(0.0 + 1.0) - 1.0
+        a_minute_past_one = 61.0  # any HH:MM:01 is as late as 00:00:01
+        predicted = diy.predicted_elapse(a_minute_past_one) - a_minute_past_one
         script = ctx.peer_p1b.median if ctx.peer_p1b else 0.0
         ctx.report.notes.append(
             f"peer P2 delivery (model, --quick): predicted accuracy delay "
