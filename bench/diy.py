@@ -127,8 +127,8 @@ def switch(
         if change.state == "failed":
             journal = sandbox.systemctl("status", SERVICE, check=False).stdout
             raise RuntimeError(f"the peer's script failed:\n{journal}")
-        # The path unit drops its inotify watch while the service runs and sets
-        # it up again only afterwards: a rename in between would go unnoticed.
+        # A licence replaced while the script runs goes unnoticed (the path unit
+        # does not fire again), so the next run waits until it is watching.
         wait_until(lambda: _sub_state(sandbox, PATH_UNIT) == "waiting", timeout=10)
 
     status = StatusWatch(installation.status_file)
