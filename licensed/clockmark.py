@@ -28,6 +28,8 @@ from licensed.fsio import read_bounded, write_atomic
 log = structlog.get_logger(__name__)
 
 FILE_NAME = "clock.json"
+SAVE_EVERY = timedelta(minutes=5)
+"""How far the mark may run ahead of its file; the tolerance is hours."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ClockMark:
         self.path = state_dir / FILE_NAME
         self.tolerance = timedelta(seconds=tolerance)
         self.high_water, self.reset_by = self._load()
+        self._saved = self.high_water
 
     def judge(self, now: datetime) -> Judgement:
         """The time to judge expiry at, given the clock reads ``now``."""
@@ -53,11 +56,17 @@ class ClockMark:
         return Judgement(at=now, set_back=False)
 
     def advance(self, now: datetime) -> None:
-        """Record ``now`` if it is the latest time seen; raises ``OSError``."""
+        """Record ``now`` if it is the latest time seen; raises ``OSError``.
+
+        The file is rewritten only when the mark has moved ``SAVE_EVERY`` past what
+        it holds: a crash then loses at most that much of the mark, far inside the
+        tolerance, and a check (a licence change above all) spares an fsync.
+        """
         if self.high_water is not None and now <= self.high_water:
             return
         self.high_water = now
-        self._save()
+        if self._saved is None or now - self._saved >= SAVE_EVERY:
+            self._save()
 
     def reset(self, now: datetime, issued: datetime) -> bool:
         """Reset the mark to ``now`` if a licence issued after it proves it wrong.
@@ -105,6 +114,7 @@ class ClockMark:
             "reset_by": self.reset_by.isoformat() if self.reset_by else None,
         }
         write_atomic(self.path, json.dumps(document).encode() + b"\n", mode=0o600)
+        self._saved = self.high_water
 
 
 def _aware(text: str | None) -> datetime | None:

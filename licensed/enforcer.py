@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,7 +61,8 @@ class Units(Protocol):
     """What the enforcer needs of systemd (``licensed.units.UnitManager``)."""
 
     def status(self, unit: str) -> Any: ...
-    def stop_and_mask(self, unit: str) -> None: ...
+    def stop(self, unit: str) -> None: ...
+    def mask(self, unit: str) -> None: ...
     def unmask_and_start(self, unit: str) -> None: ...
 
 
@@ -137,9 +139,6 @@ class Enforcer:
                 self.config.trial_warning_days, self.config.support_warning_days
             ),
         )
-        self._log_decision(trigger, decision, reading, judged.set_back)
-        self._log_warnings(decision, reading, judged.at)
-
         wake_at = self._wake_times(now, decision, settle_at)
         facts = _Facts(
             now=now,
@@ -149,6 +148,10 @@ class Enforcer:
             next_check=min(when for _, when in wake_at),
         )
         self._publish(facts, decision)
+        # Logged (and audited, with an fsync) after publishing: the status file
+        # is what front ends wait for, the log loses nothing by a millisecond.
+        self._log_decision(trigger, decision, reading, judged.set_back)
+        self._log_warnings(decision, reading, judged.at)
 
         if self._reconcile(decision):
             self._publish(facts, decision)
@@ -422,12 +425,18 @@ class Enforcer:
     def _reconcile(self, decision: Decision) -> bool:
         """Bring every component in line; whether any view changed."""
         before = dict(self._components)
+        if decision.components_run:
+            views = [
+                self._bring_up(name, unit, decision)
+                for name, unit in self.config.components.items()
+            ]
+        else:
+            views = self._bring_down(decision)
         failures = []
-        for name, unit in self.config.components.items():
-            view = self._reconcile_one(name, unit, decision)
-            self._components[unit] = view
+        for view in views:
+            self._components[view.unit] = view
             if view.error is not None:
-                failures.append(f"{unit}: {view.error}")
+                failures.append(f"{view.unit}: {view.error}")
 
         now = self._now()
         if failures:
@@ -438,38 +447,63 @@ class Enforcer:
             self._clear_error("systemd")
         return before != self._components or bool(failures)
 
-    def _reconcile_one(self, name: str, unit: str, decision: Decision) -> ComponentView:
-        must_run = decision.components_run
-        required = "running" if must_run else "stopped"
+    def _bring_up(self, name: str, unit: str, decision: Decision) -> ComponentView:
         try:
             current = self.units.status(unit)
-            if must_run and (current.masked or not current.running):
+            if current.masked or not current.running:
                 self.units.unmask_and_start(unit)
                 self._action("component_started", name, unit, current, decision)
                 current = self.units.status(unit)
-            elif not must_run and _must_stop(current):
-                self.units.stop_and_mask(unit)
-                self._action("component_stopped", name, unit, current, decision)
-                current = self.units.status(unit)
         except UnitControlError as exc:
-            self.counters.enforcement_errors += 1
-            log.warning(
-                "component_action_failed",
-                component=name,
-                unit=unit,
-                required=required,
-                reason=exc.reason,
-                attempt=self._retry_attempt + 1,
-            )
-            return ComponentView(name, unit, required, "unknown", error=exc.reason)
-        return ComponentView(
-            name,
-            unit,
-            required,
-            _actual(current),
-            active_state=current.active_state,
-            load_state=current.load_state,
+            return self._failed(name, unit, "running", exc)
+        return _view(name, unit, "running", current)
+
+    def _bring_down(self, decision: Decision) -> list[ComponentView]:
+        """Stop every component, then mask them.
+
+        All stops come first: they are what the enforcement deadline is about,
+        while each mask costs a systemd reload that would hold up the next stop.
+        A component whose stop fails is masked anyway, so nothing can start it.
+        """
+        found: dict[str, Any] = {}
+        failed: dict[str, ComponentView] = {}
+        for name, unit in self.config.components.items():
+            try:
+                current = self.units.status(unit)
+                if current.running and _must_stop(current):
+                    self.units.stop(unit)
+                    self._action("component_stopped", name, unit, current, decision)
+                found[unit] = current
+            except UnitControlError as exc:
+                failed[unit] = self._failed(name, unit, "stopped", exc)
+
+        views = []
+        for name, unit in self.config.components.items():
+            view = failed.get(unit)
+            try:
+                if view is not None or _must_stop(found[unit]):
+                    self.units.mask(unit)
+                if view is None:
+                    view = _view(name, unit, "stopped", self.units.status(unit))
+            except UnitControlError as exc:
+                view = view or self._failed(name, unit, "stopped", exc)
+            views.append(view)
+        return views
+
+    def _failed(
+        self, name: str, unit: str, required: str, exc: UnitControlError
+    ) -> ComponentView:
+        self.counters.enforcement_errors += 1
+        log.warning(
+            "component_action_failed",
+            component=name,
+            unit=unit,
+            required=required,
+            action=exc.action,
+            reason=exc.reason,
+            attempt=self._retry_attempt + 1,
         )
+        return ComponentView(name, unit, required, "unknown", error=exc.reason)
 
     def _action(
         self, event: str, name: str, unit: str, before: Any, decision: Decision
@@ -547,6 +581,17 @@ def _warning(
     return (message_id, threshold, end), left
 
 
+def _view(name: str, unit: str, required: str, current: Any) -> ComponentView:
+    return ComponentView(
+        name,
+        unit,
+        required,
+        _actual(current),
+        active_state=current.active_state,
+        load_state=current.load_state,
+    )
+
+
 def _must_stop(current: Any) -> bool:
     # A unit that does not exist cannot run; leave it alone rather than fail.
     if current.load_state == "not-found":
@@ -573,6 +618,7 @@ def _ensure_folder(folder: Path) -> None:
         folder.mkdir(mode=0o755, parents=True)
 
 
+@cache
 def _version() -> str:
     try:
         return version("licensed")

@@ -161,6 +161,14 @@ class UnitManager:
             raise
         self._perform(unit, "mask", lambda call: self._mask(call, unit))
 
+    def stop(self, unit: str) -> None:
+        """Stop the unit and wait until it is down (no mask)."""
+        self._perform(unit, "stop", lambda call: self._stop(call, unit))
+
+    def mask(self, unit: str) -> None:
+        """Mask the unit until reboot (it should be stopped already)."""
+        self._perform(unit, "mask", lambda call: self._mask(call, unit))
+
     def unmask_and_start(self, unit: str) -> None:
         """Remove licensed's mask, start the unit and wait until it is active."""
         self._perform(unit, "unmask", lambda call: self._unmask(call, unit))
