@@ -8,6 +8,7 @@ and stops it; its output (JSON log lines) is kept for assertions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,6 +141,9 @@ class Daemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=installation.env(env),
+            # Its own process group: a prefix such as faketime runs the daemon as a
+            # child and does not pass signals on, so stop and kill go to the group.
+            start_new_session=True,
         )
 
     def wait_started(self, timeout: float = 10.0) -> None:
@@ -162,16 +166,31 @@ class Daemon:
         )
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         code = self.process.wait(timeout)
+        try:
+            wait_until(self._group_gone, timeout)
+        except TimeoutError:
+            self._signal_group(signal.SIGKILL)
         self._log.close()
         return code
 
     def kill(self) -> None:
-        self.process.kill()
+        self._signal_group(signal.SIGKILL)
         self.process.wait(10)
+        wait_until(self._group_gone, 10)
         self._log.close()
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def _group_gone(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
     def _published(self) -> bool:
         # A status file left by an earlier daemon does not count. The pid in the
