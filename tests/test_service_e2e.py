@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness.daemon import Daemon, Installation, wait_until
 from tests.harness.licences import make_licence
-from tests.harness.systemd import SandboxFactory
+from tests.harness.systemd import SandboxedSystemd, SandboxFactory
 
 BOUND = 15.0
 SERVICE = "licensed-under-test.service"
@@ -32,11 +34,14 @@ WatchdogSec=2s
 """
 
 
-def test_the_service_is_ready_only_after_its_first_decision(
+@pytest.fixture
+def service(
     tmp_path: Path, make_systemd_sandbox: SandboxFactory
-) -> None:
-    """If systemd starts the service, start returns once the status file holds the
-    first decision, and systemctl shows the daemon's one-line status."""
+) -> tuple[Installation, SandboxedSystemd]:
+    """A licensed installation and a sandbox with journald that holds its unit.
+
+    The daemon logs in its automatic form, so under systemd it picks the journal.
+    """
     installation = Installation(tmp_path)
     installation.config.write_text(
         installation.config.read_text().replace('log_format = "json"', "")
@@ -47,6 +52,15 @@ def test_the_service_is_ready_only_after_its_first_decision(
         writable_paths=[tmp_path],
         journald=True,
     )
+    return installation, sandbox
+
+
+def test_the_service_is_ready_only_after_its_first_decision(
+    service: tuple[Installation, SandboxedSystemd],
+) -> None:
+    """If systemd starts the service, start returns once the status file holds the
+    first decision, and systemctl shows the daemon's one-line status."""
+    installation, sandbox = service
 
     sandbox.systemctl("start", SERVICE)
 
@@ -56,20 +70,11 @@ def test_the_service_is_ready_only_after_its_first_decision(
 
 
 def test_the_service_pings_the_watchdog_and_logs_to_the_journal(
-    tmp_path: Path, make_systemd_sandbox: SandboxFactory
+    service: tuple[Installation, SandboxedSystemd],
 ) -> None:
     """If the unit sets WatchdogSec, the daemon pings it; under systemd its events
     reach the journal with a priority and fields such as STATE and SERIAL."""
-    installation = Installation(tmp_path)
-    installation.config.write_text(
-        installation.config.read_text().replace('log_format = "json"', "")
-    )
-    installation.install(make_licence())
-    sandbox = make_systemd_sandbox(
-        extra_units={SERVICE: service_unit(installation)},
-        writable_paths=[tmp_path],
-        journald=True,
-    )
+    _installation, sandbox = service
     sandbox.systemctl("start", SERVICE)
 
     def watchdog_stamp() -> str:
