@@ -386,7 +386,8 @@ def test_an_unwritable_status_folder_keeps_the_old_status_whole(
     published = installation.status()
     assert published["licence"]["serial"] == "AST-EXPIRED"
     assert "status" not in {e["source"] for e in published["errors"]}
-    assert daemon.logged("error_cleared", source="status")
+    # The clearing is logged just after the file it concerns is in place.
+    wait_until(lambda: daemon.logged("error_cleared", source="status"), BOUND)
 
 
 # The licence file, written in place.
