@@ -44,7 +44,7 @@ from licensed.decision import (
 )
 from licensed.errors import InvalidLicence, KeyringError, UnitControlError
 from licensed.expiry import next_daily_check
-from licensed.keyring import Keyring
+from licensed.keyring import CachedKeyring
 from licensed.licence import Licence
 from licensed.licence_file import SignedLicence, read_licence_file
 from licensed.status import ComponentView, ErrorView, Snapshot, UsersView
@@ -108,6 +108,7 @@ class Enforcer:
         self.users = users
         self._now = clock or (lambda: datetime.now(UTC))
         self.mark = ClockMark(config.state_dir, config.clock_rollback_tolerance)
+        self._keyring = CachedKeyring(config.keys_dir)
         self.decision: Decision | None = None
         self.serial: str | None = None
         self._components: dict[str, ComponentView] = {}
@@ -184,7 +185,9 @@ class Enforcer:
             self._clear_error("licence")
             return None, Missing()
         try:
-            keyring = Keyring.load(self.config.keys_dir)
+            if self._keyring.folder != self.config.keys_dir:  # reloaded config
+                self._keyring = CachedKeyring(self.config.keys_dir)
+            keyring = self._keyring.get()
             signed = read_licence_file(path, keyring, follow_symlinks=False)
         except (InvalidLicence, KeyringError) as exc:
             return None, Rejected(str(exc))

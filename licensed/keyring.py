@@ -11,7 +11,9 @@ with the new key, and remove the old ``.pub`` once no installed licence uses it.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PUBLIC_SUFFIX = ".pub"
 PRIVATE_SUFFIX = ".key"
 _MAX_KEY_BYTES = 16 * 1024
+_RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,60 @@ class Keyring:
     def describe(self) -> str:
         """The key ids, for error messages."""
         return ", ".join(sorted(self.keys)) or "none"
+
+
+class CachedKeyring:
+    """``Keyring.load`` for a daemon that needs the keyring at every check.
+
+    The folder is read again only when it or one of its ``.pub`` files has changed
+    since the last load (a different inode, size, mtime or ctime), so a key added,
+    removed, replaced or edited counts from the next check on, as with a fresh
+    load, while an unchanged folder costs a few ``stat`` calls instead of opening
+    and parsing every key. A bad key file is therefore reported once per change
+    rather than at every check. Errors are never cached.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._seen: tuple[object, ...] | None = None
+        self._keyring: Keyring | None = None
+
+    def get(self) -> Keyring:
+        """The keyring as the folder holds it now; raises ``KeyringError``."""
+        # Taken before loading: a change made during the load makes the next
+        # fingerprint differ, so it is picked up at the next check.
+        seen = _fingerprint(self.folder)
+        if self._keyring is None or seen is None or seen != self._seen:
+            self._keyring = Keyring.load(self.folder)
+            self._seen = seen
+        return self._keyring
+
+
+def _fingerprint(folder: Path) -> tuple[object, ...] | None:
+    """What changes whenever a key is added, removed, replaced or edited.
+
+    ``None`` (load again) while anything changed less than ``_RACY_NS`` ago: file
+    times advance in clock ticks, so a key rewritten in place within the tick of
+    the last load would otherwise keep its size, inode and times.
+    """
+    try:
+        folder_stamp = _stamp(folder.stat())
+        with os.scandir(folder) as entries:
+            keys = sorted(
+                (entry.name, _stamp(entry.stat()))
+                for entry in entries
+                if entry.name.endswith(PUBLIC_SUFFIX)
+            )
+    except OSError:
+        return None  # Keyring.load says what is wrong.
+    latest = max(stamp[-1] for stamp in (folder_stamp, *(s for _, s in keys)))
+    if latest > time.time_ns() - _RACY_NS:
+        return None
+    return (folder_stamp, *keys)
+
+
+def _stamp(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def check_key_id(key_id: str) -> str:

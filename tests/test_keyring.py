@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import time_machine
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,6 +16,7 @@ from structlog.testing import capture_logs
 
 from licensed.errors import KeyringError
 from licensed.keyring import (
+    CachedKeyring,
     Keyring,
     check_key_id,
     load_private_key,
@@ -220,3 +223,102 @@ def test_a_public_key_is_not_a_private_key(tmp_path: Path) -> None:
 
     with pytest.raises(KeyringError, match=r"wrong\.key"):
         load_private_key(path)
+
+
+# -- the daemon's cached keyring ---------------------------------------------------
+
+
+@pytest.fixture
+def later() -> Iterator[None]:
+    """The clock 10 s on: the key files are past the window of racy file times."""
+    with time_machine.travel(time.time() + 10, tick=True):
+        yield
+
+
+@pytest.mark.usefixtures("later")
+def test_an_unchanged_folder_is_not_read_again(tmp_path: Path) -> None:
+    """If no key file changed, the cached keyring is the same one."""
+    Vendor(tmp_path, key_id="vendor-2026")
+    cached = CachedKeyring(tmp_path)
+
+    first = cached.get()
+
+    assert cached.get() is first
+    assert list(first.keys) == ["vendor-2026"]
+
+
+@pytest.mark.usefixtures("later")
+def test_added_and_removed_keys_count_from_the_next_get(tmp_path: Path) -> None:
+    """If a key is added or removed, the next get trusts the folder as it is."""
+    Vendor(tmp_path, key_id="old")
+    cached = CachedKeyring(tmp_path)
+    assert list(cached.get().keys) == ["old"]
+
+    Vendor(tmp_path, key_id="new")
+    assert sorted(cached.get().keys) == ["new", "old"]
+
+    (tmp_path / "old.pub").unlink()
+    assert list(cached.get().keys) == ["new"]
+
+
+@pytest.mark.usefixtures("later")
+def test_a_key_replaced_by_rename_is_read_again(tmp_path: Path) -> None:
+    """If a .pub file is replaced by another of the same size, the new key counts."""
+    first = Vendor(tmp_path / "first", key_id="vendor")
+    second = Vendor(tmp_path / "second", key_id="vendor")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (first.keys_dir / "vendor.pub").rename(keys / "vendor.pub")
+    cached = CachedKeyring(keys)
+    body = b"signed body"
+    assert cached.get().verify("vendor", first.private_key.sign(body), body)
+
+    (second.keys_dir / "vendor.pub").rename(keys / "vendor.pub")
+
+    assert cached.get().verify("vendor", second.private_key.sign(body), body)
+    assert not cached.get().verify("vendor", first.private_key.sign(body), body)
+
+
+def test_a_key_rewritten_in_place_at_once_is_read_again(tmp_path: Path) -> None:
+    """If a key is overwritten within the file-time tick of the last get, it counts.
+
+    Same size, same inode and possibly the same times: only the window of racy
+    file times makes the cache read the folder again.
+    """
+    first = Vendor(tmp_path, key_id="vendor")
+    cached = CachedKeyring(tmp_path)
+    body = b"signed body"
+    assert cached.get().verify("vendor", first.private_key.sign(body), body)
+    second = Ed25519PrivateKey.generate()
+
+    with (tmp_path / "vendor.pub").open("r+b") as file:
+        file.write(public_pem(second))
+
+    assert cached.get().verify("vendor", second.sign(body), body)
+
+
+@pytest.mark.usefixtures("later")
+def test_a_bad_key_file_is_reported_once_not_at_every_get(tmp_path: Path) -> None:
+    """If a .pub file is unusable, it is logged when it appears, not at every check."""
+    Vendor(tmp_path, key_id="good")
+    (tmp_path / "garbage.pub").write_text("not a key\n")
+    cached = CachedKeyring(tmp_path)
+
+    with capture_logs() as logs:
+        for _ in range(3):
+            cached.get()
+
+    assert [entry["event"] for entry in logs] == ["trusted_key_skipped"]
+
+
+def test_a_missing_folder_is_an_error_at_every_get(tmp_path: Path) -> None:
+    """If the folder disappears, get raises instead of keeping the old keys."""
+    Vendor(tmp_path / "keys", key_id="vendor")
+    cached = CachedKeyring(tmp_path / "keys")
+    cached.get()
+    (tmp_path / "keys" / "vendor.pub").unlink()
+    (tmp_path / "keys").rmdir()
+
+    for _ in range(2):
+        with pytest.raises(KeyringError, match="does not exist"):
+            cached.get()
