@@ -33,6 +33,8 @@ from licensed.licence_file import (
     BEGIN,
     END,
     MAX_BYTES,
+    _canonical_block,
+    _checked_block,
     parse_licence,
     read_licence_file,
 )
@@ -315,6 +317,40 @@ def test_a_reformatted_signature_block_is_refused(
     reason = rejection(damaged, keyring)
 
     assert "signature" in reason or END in reason
+
+
+BLOCK_KEY_IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> bytes:
+    """Canonical signature blocks, and blocks one small edit away from one."""
+    signature = base64.b64encode(draw(st.binary(min_size=64, max_size=64)))
+    block = b'key_id = "' + draw(BLOCK_KEY_IDS).encode() + b'"\ned25519 = "'
+    block += signature + b'"\n'
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(block)))
+        cut = draw(st.integers(0, 2))
+        block = block[:at] + draw(st.binary(max_size=3)) + block[at + cut :]
+    return block
+
+
+@given(blocks())
+@settings(max_examples=2000)
+def test_the_fast_block_reading_accepts_only_what_the_full_checks_accept(
+    block: bytes,
+) -> None:
+    """If a block is near-canonical, the shortcut and the full checks agree on it.
+
+    Both refuse it, or both read the same key id and signature.
+    """
+    fast = _canonical_block(block)
+    try:
+        checked = _checked_block(block)
+    except InvalidLicence:
+        assert fast is None
+    else:
+        assert fast == checked
 
 
 # -- each reason is named ---------------------------------------------------------
