@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from bench.probes import NotifySocket, StatusWatch, UnitWatch
 from bench.switching import SFB, SMD, STOPPED, Switcher, Switching, Target
 from bench.zones import MadeUpZone, midnight_zone
+from licensed import control
 from licensed.expiry import expiry_instant
 from licensed.licence import Licence
 from licensed.users import DEFAULT_SCHEMA
@@ -184,6 +185,11 @@ def switch(running: Running, units: UnitWatch, to: Target, runs: int) -> Switchi
     ) -> None:
         if document is None or not settled(document):
             running.status.wait_for(lambda d: target.shown_in(d) and settled(d))
+        # The status is published before the check's tail (reconciling, logging,
+        # planning the next checks). A round trip on the control socket, which
+        # the main loop serves only between checks, makes the next run start on
+        # an idle daemon instead of queueing behind that tail.
+        control.ask(running.installation.control_socket, "status", timeout=10)
 
     switcher = Switcher(
         running.installation.licence_file,
