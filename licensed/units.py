@@ -468,12 +468,12 @@ def _mask_ineffective(unit: str, helper: str) -> str:
 
 
 def _status(call: _Call, unit: str) -> UnitStatus:
-    (path,) = call.manager("LoadUnit", "s", (unit,))
-    return UnitStatus(
-        unit=unit,
-        load_state=call.unit_property(path, "LoadState"),
-        active_state=call.unit_property(path, "ActiveState"),
-    )
+    # One round trip instead of LoadUnit and two property reads: like LoadUnit,
+    # ListUnitsByNames loads a unit that is not loaded (a stopped unit may have
+    # been unloaded), and it answers "not-found" for one that does not exist.
+    ((listed,),) = call.manager("ListUnitsByNames", "as", ([unit],))
+    _name, _description, load_state, active_state, *_rest = listed
+    return UnitStatus(unit=unit, load_state=load_state, active_state=active_state)
 
 
 def _checked(reply: Message) -> tuple[Any, ...]:
