@@ -44,9 +44,9 @@ from licensed.decision import (
 )
 from licensed.errors import InvalidLicence, KeyringError, UnitControlError
 from licensed.expiry import next_daily_check
-from licensed.keyring import CachedKeyring
+from licensed.keyring import CachedKeyring, Keyring
 from licensed.licence import Licence
-from licensed.licence_file import SignedLicence, read_licence_file
+from licensed.licence_file import SignedLicence, parse_licence, read_licence_bytes
 from licensed.status import ComponentView, ErrorView, Snapshot, UsersView
 
 log = structlog.get_logger(__name__)
@@ -109,6 +109,7 @@ class Enforcer:
         self._now = clock or (lambda: datetime.now(UTC))
         self.mark = ClockMark(config.state_dir, config.clock_rollback_tolerance)
         self._keyring = CachedKeyring(config.keys_dir)
+        self._last_valid: tuple[Keyring, SignedLicence] | None = None
         self.decision: Decision | None = None
         self.serial: str | None = None
         self._components: dict[str, ComponentView] = {}
@@ -188,10 +189,24 @@ class Enforcer:
             if self._keyring.folder != self.config.keys_dir:  # reloaded config
                 self._keyring = CachedKeyring(self.config.keys_dir)
             keyring = self._keyring.get()
-            signed = read_licence_file(path, keyring, follow_symlinks=False)
+            data = read_licence_bytes(path, follow_symlinks=False)
+            signed = self._parsed(data, keyring)
         except (InvalidLicence, KeyringError) as exc:
             return None, Rejected(str(exc))
         return signed, signed.licence
+
+    def _parsed(self, data: bytes, keyring: Keyring) -> SignedLicence:
+        """``parse_licence``, skipped when bytes and keyring are those of last time.
+
+        Validation is a pure function of the two, and most checks find the
+        licence unchanged: this spares them the signature check and the parse.
+        """
+        last = self._last_valid
+        if last is not None and last[0] is keyring and last[1].data == data:
+            return last[1]
+        signed = parse_licence(data, keyring)
+        self._last_valid = (keyring, signed)
+        return signed
 
     def _settle(
         self, reading: LicenceReading, now: datetime

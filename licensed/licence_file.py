@@ -69,12 +69,21 @@ def read_licence_file(
     only ever put in place by a rename, and a link planted there could make it
     read (and publish reasons about) some other file.
     """
+    return parse_licence(read_licence_bytes(path, follow_symlinks), keyring)
+
+
+def read_licence_bytes(path: Path, follow_symlinks: bool = True) -> bytes:
+    """The bytes of a licence file, read safely; raise ``InvalidLicence`` if not.
+
+    Checks the name and that it is a regular file of sensible size, nothing of
+    the content (``parse_licence`` does that).
+    """
     if path.suffix != SUFFIX:
         raise InvalidLicence(
             f"file name {path.name!r} does not end in {SUFFIX!r}; "
             f"licence files are named like 'company.lic'"
         )
-    return parse_licence(_read(path, follow_symlinks), keyring)
+    return _read(path, follow_symlinks)
 
 
 def parse_licence(data: bytes, keyring: Keyring) -> SignedLicence:
