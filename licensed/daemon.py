@@ -7,11 +7,14 @@ runs the checks one at a time (``licensed.enforcer``). The triggers:
 * the licence folder (inotify), at once when a change completes;
 * the expiry instant and the next 00:00:01, each an APScheduler date job computed
   by the pure expiry rule and re-planned after every check. Cron triggers are not
-  used: they skip or repeat 00:00:01 on DST days;
-* the safety interval (``check_interval``), which also bounds how late any job can
-  be after a suspend, since APScheduler waits on the monotonic clock;
-* a wall-clock step (``licensed.clockwatch``), which also wakes the scheduler so it
-  re-plans its waits;
+  used: they skip or repeat 00:00:01 on DST days. The scheduler has no thread of
+  its own (``licensed.scheduling``): the main loop waits for the next job in the
+  same ``select`` as for everything else and runs it itself;
+* the safety interval (``check_interval``), a deadline of the main loop counted
+  from the end of the last check. It also bounds how late a planned job can be
+  should the clock watch below be unavailable;
+* a wall-clock step or a resume from suspend (``licensed.clockwatch``), which also
+  makes the scheduler place its jobs again on the new wall-clock time;
 * ``SIGHUP`` (reload the configuration, then check) and ``licensectl check`` over the
   control socket.
 
@@ -19,6 +22,8 @@ Jobs run with ``misfire_grace_time=None``: a job whose time has passed, because 
 clock stepped or the machine slept, runs at once instead of being dropped as missed.
 User counting runs in the scheduler's worker threads so a slow database never holds
 up a licence decision; a changed count queues a check like any other trigger.
+Signal handlers and worker threads reach the main loop only by queueing a check
+and writing to its wake-up pipe.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import selectors
 import signal
@@ -39,7 +45,6 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from licensed import config as config_module
 from licensed import logsetup
@@ -49,13 +54,14 @@ from licensed.control import ControlServer
 from licensed.enforcer import Enforcer, Outcome
 from licensed.errors import ConfigError
 from licensed.notify import Notifier
+from licensed.scheduling import INLINE, LoopScheduler
 from licensed.units import UnitManager
 from licensed.users import UserCounter, UserCountTracker
 from licensed.watch import LicenceWatch
 
 log = structlog.get_logger(__name__)
 
-_PLANNED_JOBS = ("interval", "daily", "expiry", "settle", "retry")
+_PLANNED_JOBS = ("daily", "expiry", "settle", "retry")
 EXIT_CONFIG = 2
 
 
@@ -70,12 +76,13 @@ class Daemon:
         self._pending_lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
+        self._safety_due = math.inf
         self._reload = False
         self._selector = selectors.DefaultSelector()
         self._units = UnitManager(mask_helper=config.mask_helper)
         self._counter, self._tracker = _counting(config)
         self.enforcer = Enforcer(config, self._units, self._tracker)
-        self._scheduler = _new_scheduler()
+        self._scheduler = LoopScheduler(self._wake, UTC)
         self._watch = LicenceWatch(config.licence_file)
         self._clock = _clock_watch()
         self._control = ControlServer(config.control_socket, config.admin_group)
@@ -109,6 +116,12 @@ class Daemon:
             self._pending.add(trigger)
         self._wake()
 
+    def _due(self, trigger: str) -> None:
+        """A planned job's time has come: queue its check (main thread only)."""
+        # No wake-up needed: the loop runs the pending checks right after the jobs.
+        with self._pending_lock:
+            self._pending.add(trigger)
+
     def _wake(self) -> None:
         """Wake the main loop; safe from signal handlers (one write, no lock)."""
         with contextlib.suppress(BlockingIOError):
@@ -122,18 +135,31 @@ class Daemon:
         if self._clock is not None:
             selector.register(self._clock, selectors.EVENT_READ, self._clock_event)
 
-        interval = self._notifier.watchdog_interval
-        last_ping = time.monotonic()
+        ping_every = self._notifier.watchdog_interval
+        next_ping = time.monotonic() + (ping_every or 0.0)
         while not self._stopping:
-            for key, _ in selector.select(timeout=interval):
+            due = self._safety_due
+            if ping_every is not None:
+                due = min(due, next_ping)
+            timeout = max(0.0, due - time.monotonic())
+            jobs_in = self._scheduler.timeout()
+            if jobs_in is not None:
+                timeout = min(timeout, jobs_in)
+            for key, _ in selector.select(timeout=timeout):
                 handler: Callable[[], None] = key.data
                 handler()
             if self._reload:
                 self._reload_config()
+            self._scheduler.run_due()
+            now = time.monotonic()
+            if now >= self._safety_due:
+                self._safety_due = math.inf  # planned again after the check
+                with self._pending_lock:
+                    self._pending.add("interval")
             self._run_pending()
-            if interval is not None and time.monotonic() - last_ping >= interval:
+            if ping_every is not None and now >= next_ping:
                 self._notifier.watchdog()
-                last_ping = time.monotonic()
+                next_ping = now + ping_every
         selector.close()
 
     def _shutdown(self) -> None:
@@ -200,27 +226,36 @@ class Daemon:
     def _start_scheduler(self) -> None:
         # No interval jobs: after the clock steps forward, APScheduler walks every
         # missed run of one, holding its lock (34 s for a step of 30 years at
-        # 60 s), which stalls the main loop past the watchdog. The safety interval
-        # and the regular count are date jobs, planned again after each run.
+        # 60 s), which stalls the main loop past the watchdog. The regular count
+        # is a date job, planned again after each run.
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.start()
         self._count_soon()
 
     def _plan(self, outcome: Outcome) -> None:
+        # The safety check is a deadline of the main loop, not a job: it moves
+        # after every check, and replacing a job costs far more than a number.
+        self._safety_due = time.monotonic() + self.config.check_interval
         planned = dict(outcome.wake_at)
         for name in _PLANNED_JOBS:
             when = planned.get(name)
+            job = self._scheduler.get_job(name)
             if when is None:
-                if self._scheduler.get_job(name) is not None:
+                if job is not None:
                     self._scheduler.remove_job(name)
                 continue
+            # Replacing a job makes the scheduler work out its waits again; most
+            # checks leave the expiry and midnight jobs where they were.
+            if job is not None and job.next_run_time == when:
+                continue
             self._scheduler.add_job(
-                self.request,
+                self._due,
                 "date",
                 run_date=when,
                 args=(name,),
                 id=name,
                 replace_existing=True,
+                executor=INLINE,
             )
         log.debug(
             "checks_planned",
@@ -314,21 +349,8 @@ class Daemon:
             self.enforcer.users = self._tracker
         self._scheduler.remove_all_jobs()
         self._scheduler.shutdown(wait=False)
-        self._scheduler = _new_scheduler()
+        self._scheduler = LoopScheduler(self._wake, UTC)
         self._start_scheduler()
-
-
-def _new_scheduler() -> BackgroundScheduler:
-    # misfire_grace_time=None: a job whose time passed while the clock stepped or
-    # the machine slept runs at once instead of being dropped as missed.
-    return BackgroundScheduler(
-        timezone=UTC,
-        job_defaults={
-            "misfire_grace_time": None,
-            "coalesce": True,
-            "max_instances": 1,
-        },
-    )
 
 
 def _counting(
