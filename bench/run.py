@@ -363,7 +363,13 @@ def _report_idle(ctx: Context, idle: ours.Idle) -> None:
     )
     ctx.report.notes.append(
         f"P3 window {idle.window:g} s after the first user count (check_interval 60 s,"
-        f" count_interval 300 s), CPU from /proc/PID/stat utime+stime"
+        f" count_interval 300 s); CPU from the threads' schedstat (ns),"
+        f" {idle.ticks_per_hour:.2f} s/h in utime+stime ticks"
+    )
+    ctx.report.notes.append(
+        f"P3 memory: resident {idle.rss_mb:.1f} MB, of which private to the daemon"
+        f" (freed if it exits) {idle.private_mb:.1f} MB; proportional share"
+        f" {idle.proportional_mb:.1f} MB"
     )
 
 
