@@ -136,16 +136,10 @@ class Daemon:
             selector.register(self._clock, selectors.EVENT_READ, self._clock_event)
 
         ping_every = self._notifier.watchdog_interval
-        next_ping = time.monotonic() + (ping_every or 0.0)
+        next_ping = math.inf if ping_every is None else time.monotonic() + ping_every
         while not self._stopping:
-            due = self._safety_due
-            if ping_every is not None:
-                due = min(due, next_ping)
-            timeout = max(0.0, due - time.monotonic())
-            jobs_in = self._scheduler.timeout()
-            if jobs_in is not None:
-                timeout = min(timeout, jobs_in)
-            for key, _ in selector.select(timeout=timeout):
+            due = min(self._safety_due, next_ping)
+            for key, _ in selector.select(timeout=self._wait_time(due)):
                 handler: Callable[[], None] = key.data
                 handler()
             if self._reload:
@@ -161,6 +155,14 @@ class Daemon:
                 self._notifier.watchdog()
                 next_ping = now + ping_every
         selector.close()
+
+    def _wait_time(self, due: float) -> float | None:
+        """Seconds until ``due`` (monotonic) or the next job; ``None``: no limit."""
+        timeout = None if due == math.inf else max(0.0, due - time.monotonic())
+        jobs_in = self._scheduler.timeout()
+        if jobs_in is not None and (timeout is None or jobs_in < timeout):
+            return jobs_in
+        return timeout
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
