@@ -136,6 +136,38 @@ def test_removing_the_licence_stops_the_components(
     assert systemd_sandbox.is_active(CORE) == "active"
 
 
+def test_a_removed_vendor_key_invalidates_the_installed_licence(
+    installation: Installation,
+    systemd_sandbox: SandboxedSystemd,
+    start_daemon: Callable[[], Daemon],
+) -> None:
+    """If the licence's key leaves the trusted folder, the next check refuses it.
+
+    The licence file itself does not change, so this is the keyring being read
+    again, and a licence validated before being validated again, not a cache.
+    """
+    installation.install(make_licence())
+    start_daemon()
+    wait_until(lambda: restored(installation, systemd_sandbox), BOUND)
+    key = installation.vendor.keys_dir / f"{installation.vendor.key_id}.pub"
+    pem = key.read_bytes()
+
+    key.unlink()
+    ask(installation.control_socket, "check", timeout=BOUND)
+
+    # A licence written less than two seconds ago is given that long to be
+    # complete before it counts as invalid: wait for the state, not the answer.
+    wait_until(lambda: installation.status()["state"] == "invalid", BOUND)
+    assert "not trusted here" in installation.status()["reason"]
+    wait_until(lambda: enforced(installation, systemd_sandbox), BOUND)
+
+    key.write_bytes(pem)
+    answer = ask(installation.control_socket, "check", timeout=BOUND)
+
+    assert answer["state"] == "licensed"
+    wait_until(lambda: restored(installation, systemd_sandbox), BOUND)
+
+
 def test_smd_started_by_hand_while_expired_is_stopped_again(
     installation: Installation,
     systemd_sandbox: SandboxedSystemd,
