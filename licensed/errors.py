@@ -3,7 +3,7 @@
     LicensedError                  every error this package raises on purpose
     ├── ConfigError                the configuration file is unusable
     ├── InvalidLicence             a licence file fails validation
-    ├── KeyringError               the trusted-key folder or a key in it is unusable
+    ├── KeyringError               the trusted-key folder or a key is unusable
     ├── InstallError               installing or removing a licence failed
     ├── UnitControlError           systemd refused or failed an action on a unit
     └── UserCountError             the users could not be counted

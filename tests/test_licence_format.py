@@ -75,7 +75,14 @@ LINE_CHARACTERS = st.characters(
 )
 TEXTS = st.text(LINE_CHARACTERS, min_size=1, max_size=40).filter(str.strip)
 TRICKY_TEXTS = st.sampled_from(
-    ['a "quoted" name', "back\\slash", "tab\there", "Zürich ☎ 日本", "del\x7f", "'"]
+    [
+        'a "quoted" name',
+        "back\\slash",
+        "tab\there",
+        "Zürich ☎ 日本",
+        "del\x7f",
+        "'",
+    ]
 )
 FIELD_TEXTS = st.one_of(TEXTS, TRICKY_TEXTS)
 SERIALS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
