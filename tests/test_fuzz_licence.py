@@ -41,17 +41,6 @@ WIDE = settings(FAST, max_examples=300)
 
 
 @pytest.fixture(scope="module")
-def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
-    """The trusted vendor, shared by the module."""
-    return Vendor(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def keyring(vendor: Vendor) -> Keyring:
-    return vendor.keyring
-
-
-@pytest.fixture(scope="module")
 def genuine(vendor: Vendor) -> bytes:
     """A valid trial licence file, as the vendor issues it."""
     return vendor.sign(make_trial(date(2027, 1, 31)))

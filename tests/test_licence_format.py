@@ -49,17 +49,6 @@ FUZZ = settings(PROPERTY, max_examples=400)
 
 
 @pytest.fixture(scope="module")
-def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
-    """A vendor key pair trusted in a keyring folder, shared by the module."""
-    return Vendor(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def keyring(vendor: Vendor) -> Keyring:
-    return vendor.keyring
-
-
-@pytest.fixture(scope="module")
 def signed(vendor: Vendor) -> bytes:
     """The file bytes of a valid trial licence."""
     return vendor.sign(make_trial(date(2027, 1, 31)))
