@@ -61,6 +61,8 @@ class LoopScheduler(BaseScheduler):  # type: ignore[misc]  # APScheduler is unty
         )
 
     def shutdown(self, wait: bool = True) -> None:
+        # Abstract in BaseScheduler, though it does all the work: nothing of this
+        # scheduler's own needs stopping.
         super().shutdown(wait)
 
     def wakeup(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -47,9 +48,9 @@ class Loop:
 
     def turn_until(self, done: threading.Event | None = None) -> None:
         """Turn until a job ran (or ``done`` is set), within ``BOUND_S``."""
-        deadline = datetime.now(UTC) + timedelta(seconds=BOUND_S)
+        deadline = time.monotonic() + BOUND_S
         while not (done.is_set() if done else self.ran):
-            if datetime.now(UTC) > deadline:
+            if time.monotonic() > deadline:
                 raise TimeoutError("no job ran in time")
             self.turn(bound=0.1)
 
